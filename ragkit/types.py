@@ -1,0 +1,153 @@
+"""The values that flow through a pipeline: documents in, chunks inside, hits out.
+
+Example:
+    >>> doc = Document(text="Paris is the capital of France.")
+    >>> doc.id  # a plain text gets a content id, so adding it twice is a no-op
+    'a2d9ebd28f4ec8be'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ragkit.errors import InputTypeError
+
+__all__ = ["Chunk", "Document", "Hit", "SearchResults", "content_id", "to_document"]
+
+
+def content_id(text: str) -> str:
+    """The id ragkit gives a document that has none: the first 16 hex digits of ``sha256(text)``.
+
+    Example:
+        >>> content_id("hello")
+        '2cf24dba5fb0a30e'
+    """
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def check_text(value: Any, what: str = "text") -> str:
+    """Return ``value`` if it is a ``str``; raise :class:`InputTypeError` otherwise."""
+    if not isinstance(value, str):
+        raise InputTypeError(f"{what} must be a str, got {type(value).__name__}")
+    return value
+
+
+class Document(BaseModel):
+    """A document to index: its text, an id and free-form JSON metadata.
+
+    Args:
+        id: a stable identifier. Left out, it is :func:`content_id` of the text.
+        text: the full text; the empty string is valid (the document then has no chunks).
+        metadata: JSON-serialisable values that filters can select on.
+
+    Example:
+        >>> Document(id="faq-1", text="Refunds take 5 days.", metadata={"lang": "en"}).metadata
+        {'lang': 'en'}
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = ""
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check(cls, data: Any) -> Any:
+        # Raised here rather than left to pydantic so that a wrong type is a TypeError, as DESIGN.md asks.
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        check_text(data.get("text"), "Document.text")
+        doc_id = data.get("id")
+        if doc_id is None or doc_id == "":
+            data["id"] = content_id(data["text"])
+        elif not isinstance(doc_id, str):
+            raise InputTypeError(f"Document.id must be a str, got {type(doc_id).__name__}")
+        metadata = data.get("metadata")
+        if metadata is None:
+            data["metadata"] = {}
+        elif not isinstance(metadata, Mapping):
+            raise InputTypeError(f"Document.metadata must be a dict, got {type(metadata).__name__}")
+        return data
+
+
+def to_document(item: Any) -> Document:
+    """Normalise what users pass to ``Pipeline.add``: a ``str``, a ``dict`` or a :class:`Document`.
+
+    Example:
+        >>> to_document({"id": "a", "text": "hi"}).id
+        'a'
+    """
+    if isinstance(item, Document):
+        return item
+    if isinstance(item, str):
+        return Document(text=item)
+    if isinstance(item, Mapping):
+        return Document(**item)
+    raise InputTypeError(f"expected a str, dict or Document, got {type(item).__name__}")
+
+
+class Chunk(BaseModel):
+    """A piece of a document, the unit that is embedded and retrieved.
+
+    ``text == document.text[start:end]`` holds exactly. The id is ``f"{doc_id}#{n}"``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    doc_id: str
+    text: str
+    start: int
+    end: int
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Hit(Chunk):
+    """A retrieved chunk with its scores.
+
+    ``score`` is the score of the last stage that ran (cosine for dense, BM25 for lexical, RRF for
+    hybrid, P(yes) when reranked); each stage's own score is set when that stage scored the hit and
+    ``None`` otherwise. ``rank`` starts at 1.
+    """
+
+    model_config = ConfigDict(frozen=False)
+
+    score: float
+    rank: int = 0
+    dense_score: float | None = None
+    lexical_score: float | None = None
+    rrf_score: float | None = None
+    rerank_score: float | None = None
+
+    @model_validator(mode="after")
+    def _finite(self) -> Hit:
+        if not math.isfinite(self.score):
+            raise ValueError(f"Hit.score must be finite, got {self.score}")
+        return self
+
+
+class SearchResults(list[Hit]):
+    """The hits of one query, best first, with the query and the seconds each stage took.
+
+    Example:
+        >>> res = SearchResults([], query="q", timings={"embed": 0.01})
+        >>> res.query, res.timings["embed"], len(res)
+        ('q', 0.01, 0)
+    """
+
+    def __init__(
+        self, hits: Iterable[Hit] = (), *, query: str = "", timings: Mapping[str, float] | None = None
+    ) -> None:
+        super().__init__(hits)
+        self.query = query
+        self.timings: dict[str, float] = dict(timings or {})
+
+    def __repr__(self) -> str:
+        return f"SearchResults(query={self.query!r}, hits={list.__repr__(self)}, timings={self.timings})"
