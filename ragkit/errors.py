@@ -88,9 +88,7 @@ class MissingDependencyError(RagkitError, ImportError):
         self.package = package
         self.extra = extra
         what = f" for {purpose}" if purpose else ""
-        super().__init__(
-            f"{package!r} is required{what} but is not installed: pip install 'ragkit[{extra}]'"
-        )
+        super().__init__(f"{package!r} is required{what} but is not installed: pip install 'ragkit[{extra}]'")
 
 
 class IndexMismatchError(RagkitError):

@@ -20,7 +20,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("RAGKIT_NETWORK_TESTS") != "1":
-        skip = pytest.mark.skip(reason="network test: set RAGKIT_NETWORK_TESTS=1 (needs the model hub / keys)")
+        skip = pytest.mark.skip(
+            reason="network test: set RAGKIT_NETWORK_TESTS=1 (needs the model hub / keys)"
+        )
         for item in items:
             if "network" in item.keywords:
                 item.add_marker(skip)
@@ -31,7 +33,9 @@ def qwen3_embedding_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen3-Embedding whose tokenizer appends <|endoftext|> (as the hub one does)."""
     from tiny_qwen import build_qwen3
 
-    return build_qwen3(tmp_path_factory.mktemp("Qwen3-Embedding-Tiny"), kind="embedding", eos_postprocessor=True)
+    return build_qwen3(
+        tmp_path_factory.mktemp("Qwen3-Embedding-Tiny"), kind="embedding", eos_postprocessor=True
+    )
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +44,10 @@ def qwen3_embedding_noeos_dir(tmp_path_factory) -> Path:
     from tiny_qwen import build_qwen3
 
     return build_qwen3(
-        tmp_path_factory.mktemp("Qwen3-Embedding-Tiny-NoEOS"), kind="embedding", eos_postprocessor=False, seed=1
+        tmp_path_factory.mktemp("Qwen3-Embedding-Tiny-NoEOS"),
+        kind="embedding",
+        eos_postprocessor=False,
+        seed=1,
     )
 
 
@@ -49,7 +56,9 @@ def qwen3_reranker_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen3ForCausalLM with the Qwen chat tokens and single-token "yes"/"no"."""
     from tiny_qwen import build_qwen3
 
-    return build_qwen3(tmp_path_factory.mktemp("Qwen3-Reranker-Tiny"), kind="reranker", eos_postprocessor=False, seed=2)
+    return build_qwen3(
+        tmp_path_factory.mktemp("Qwen3-Reranker-Tiny"), kind="reranker", eos_postprocessor=False, seed=2
+    )
 
 
 class HashEmbedder:

@@ -2,7 +2,8 @@
 
 Example:
     >>> from ragkit.rerankers import Qwen3Reranker       # doctest: +SKIP
-    >>> Qwen3Reranker("Qwen/Qwen3-Reranker-0.6B").score("capital of France", ["Paris is..."])  # doctest: +SKIP
+    >>> rr = Qwen3Reranker("Qwen/Qwen3-Reranker-0.6B")  # doctest: +SKIP
+    >>> rr.score("capital of France", ["Paris is..."])  # doctest: +SKIP
     array([0.98], dtype=float32)
 """
 
