@@ -1,0 +1,589 @@
+"""The SQLite store: documents, chunks, metadata, content hashes and chunk vectors — the source of truth.
+
+The FAISS and BM25 indexes are derived from what is here and can always be rebuilt from it. Every
+write is one transaction that also bumps a generation counter, so a reader can tell whether a derived
+index saved beside the store is still current.
+
+Metadata filters (DESIGN.md "Filters") are translated to parameterised SQL over SQLite's JSON
+functions: keys and values travel as bound parameters, never as SQL text.
+
+Example:
+    >>> import numpy as np
+    >>> from ragkit.types import Document, Chunk
+    >>> store = SQLiteStore(":memory:")
+    >>> doc = Document(id="a", text="hello world", metadata={"lang": "en"})
+    >>> chunk = Chunk(id="a#0", doc_id="a", text="hello world", start=0, end=11)
+    >>> _ = store.write([(doc, [chunk], np.ones((1, 4), np.float32))])
+    >>> store.filter_ids({"lang": "en"}).tolist()
+    [1]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragkit.errors import IntegrityError, InvalidInputError, ReadOnlyError
+from ragkit.types import Chunk, Document
+
+__all__ = ["SQLiteStore", "WriteResult", "compile_filter", "text_hash"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    vid INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    n INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    UNIQUE (doc_id, n)
+);
+CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(hash);
+"""
+
+
+def text_hash(text: str) -> str:
+    """The content hash of a chunk or document text (sha256, hex)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _metadata_json(metadata: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(metadata, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"metadata must be JSON-serialisable without NaN/inf: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------- filters
+
+
+def _json_path(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidInputError(f"filter keys must be non-empty str, got {key!r}")
+    parts = key.split(".")
+    if any(not p or '"' in p for p in parts):
+        raise InvalidInputError(f"filter key {key!r}: empty segments and double quotes are not supported")
+    return "$" + "".join(f'."{p}"' for p in parts)
+
+
+def _check_scalar(value: Any, key: str) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInputError(f"filter value for {key!r} must be finite, got {value}")
+        return value
+    raise InvalidInputError(
+        f"filter value for {key!r} must be a str, number, bool or None, got {type(value).__name__}"
+    )
+
+
+def _eq_condition(value: Any, params: list[Any]) -> str:
+    """An SQL condition on a ``json_each`` row (columns ``type`` and ``atom``) equal to ``value``.
+
+    JSON types are compared as such: true/false only equal bools, numbers only numbers (1 == 1.0),
+    strings only strings, null only None.
+    """
+    if value is None:
+        return "je.type = 'null'"
+    if isinstance(value, bool):
+        return "je.type = 'true'" if value else "je.type = 'false'"
+    if isinstance(value, (int, float)):
+        params.append(value)
+        return "(je.type IN ('integer', 'real') AND je.atom = ?)"
+    params.append(value)
+    return "(je.type = 'text' AND je.atom = ?)"
+
+
+def _cmp_condition(op: str, value: Any, key: str, params: list[Any]) -> str:
+    sql_op = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
+    if isinstance(value, bool) or value is None:
+        raise InvalidInputError(f"{op} on {key!r} needs a number or a str, got {value!r}")
+    params.append(value)
+    if isinstance(value, (int, float)):
+        return f"(je.type IN ('integer', 'real') AND je.atom {sql_op} ?)"
+    return f"(je.type = 'text' AND je.atom {sql_op} ?)"
+
+
+def _any_element(column: str, path: str, condition: str, params: list[Any], cond_params: list[Any]) -> str:
+    # json_each over a scalar yields that scalar, over an array its elements: equality on a list-valued
+    # field matches when any element matches. Objects never match a scalar condition.
+    params.extend([path, path])
+    params.extend(cond_params)
+    return (
+        f"(json_type({column}, ?) IS NOT 'object' AND "
+        f"EXISTS (SELECT 1 FROM json_each({column}, ?) AS je WHERE {condition}))"
+    )
+
+
+def compile_filter(filter: Mapping[str, Any] | None, column: str = "d.metadata") -> tuple[str, list[Any]]:
+    """Translate a metadata filter into an SQL condition and its parameters.
+
+    Operators: equality, ``$in``, ``$ne``, ``$gt``/``$gte``/``$lt``/``$lte``, ``$exists``; several keys
+    (and several operators on one key) combine with AND; dotted keys reach nested objects. A missing
+    field matches nothing except ``{"$exists": False}``.
+
+    Example:
+        >>> sql, params = compile_filter({"year": {"$gte": 2020}})
+        >>> params
+        ['$."year"', '$."year"', 2020]
+    """
+    if filter is None:
+        return "1", []
+    if not isinstance(filter, Mapping):
+        raise InvalidInputError(f"filter must be a dict, got {type(filter).__name__}")
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, spec in filter.items():
+        path = _json_path(key)
+        ops = spec if isinstance(spec, Mapping) else {"$eq": spec}
+        if isinstance(spec, Mapping) and (
+            not spec or not all(isinstance(k, str) and k.startswith("$") for k in spec)
+        ):
+            raise InvalidInputError(
+                f"filter on {key!r}: a dict value must hold operators ($in, $ne, $gt, ...); "
+                "reach nested fields with dotted keys such as 'a.b'"
+            )
+        for op, value in ops.items():
+            cond_params: list[Any] = []
+            if op == "$eq":
+                cond = _eq_condition(_check_scalar(value, key), cond_params)
+                clauses.append(_any_element(column, path, cond, params, cond_params))
+            elif op == "$in":
+                if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                    raise InvalidInputError(f"$in on {key!r} needs a list of values, got {value!r}")
+                values = [_check_scalar(v, key) for v in value]
+                if not values:
+                    clauses.append("0")
+                    continue
+                cond = "(" + " OR ".join(_eq_condition(v, cond_params) for v in values) + ")"
+                clauses.append(_any_element(column, path, cond, params, cond_params))
+            elif op == "$ne":
+                cond = _eq_condition(_check_scalar(value, key), cond_params)
+                inner = _any_element(column, path, cond, params, cond_params)
+                params.append(path)
+                clauses.append(f"(NOT {inner} AND json_type({column}, ?) IS NOT NULL)")
+            elif op in ("$gt", "$gte", "$lt", "$lte"):
+                cond = _cmp_condition(op, _check_scalar(value, key), key, cond_params)
+                clauses.append(_any_element(column, path, cond, params, cond_params))
+            elif op == "$exists":
+                if not isinstance(value, bool):
+                    raise InvalidInputError(f"$exists on {key!r} needs true or false, got {value!r}")
+                params.append(path)
+                clauses.append(f"(json_type({column}, ?) IS {'NOT ' if value else ''}NULL)")
+            else:
+                raise InvalidInputError(
+                    f"unknown filter operator {op!r} on {key!r}: use $in, $ne, $gt, $gte, $lt, $lte, $exists"
+                )
+    return (" AND ".join(clauses) or "1"), params
+
+
+# ------------------------------------------------------------------------------------------------ store
+
+
+class WriteResult:
+    """What a write changed: the vector ids removed from and added to the derived indexes."""
+
+    __slots__ = ("added_ids", "added_vectors", "removed_ids")
+
+    def __init__(self) -> None:
+        self.removed_ids: list[int] = []
+        self.added_ids: list[int] = []
+        self.added_vectors: list[np.ndarray] = []
+
+
+class SQLiteStore:
+    """Documents, chunks and vectors in one SQLite file (WAL mode).
+
+    Each thread reads through its own connection; writes are serialised and each is one transaction
+    that bumps :attr:`generation`. Vector ids are ``INTEGER PRIMARY KEY AUTOINCREMENT``: SQLite never
+    reuses them, so the derived indexes cannot confuse an old vector with a new one.
+
+    Args:
+        path: the database file, or ``":memory:"`` (one connection, for tests and doctests).
+        read_only: open without write access; every write raises :class:`ReadOnlyError`.
+
+    Example:
+        >>> store = SQLiteStore(":memory:")
+        >>> store.generation, store.count_documents()
+        (0, 0)
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._connections: list[sqlite3.Connection] = []
+        self._shared: sqlite3.Connection | None = None
+        if self.path == ":memory:":
+            self._shared = self._open()
+        if not read_only:
+            with self._write_lock:
+                conn = self._conn()
+                conn.executescript(_SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+                conn.commit()
+        self._check_schema()
+
+    # -- connections
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            if self.read_only:
+                uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+            else:
+                conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as e:
+            raise IntegrityError(f"cannot open the store {self.path}: {e}") from e
+        self._connections.append(conn)
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._shared is not None:
+            return self._shared
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._open()
+        return conn
+
+    def _check_schema(self) -> None:
+        try:
+            row = self._conn().execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise IntegrityError(f"{self.path} is not a ragkit store or is damaged: {e}") from e
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            raise IntegrityError(f"{self.path}: unsupported store schema version {row and row[0]}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise ReadOnlyError("this store was opened read-only")
+        with self._write_lock:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+
+    def close(self) -> None:
+        """Close every connection (idempotent)."""
+        for conn in self._connections:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._connections.clear()
+        self._shared = None
+        self._local = threading.local()
+
+    # -- metadata of the store itself
+
+    @property
+    def generation(self) -> int:
+        """A counter bumped by every write transaction."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0])
+
+    def get_meta(self, key: str) -> Any:
+        """A JSON value stored under ``key`` in the store's own metadata table, or ``None``."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON value under ``key`` (one transaction)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True))
+            )
+
+    # -- reads
+
+    def count_documents(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+
+    def count_chunks(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def get_document(self, doc_id: str) -> Document | None:
+        row = (
+            self._conn()
+            .execute("SELECT id, text, metadata FROM documents WHERE id = ?", (doc_id,))
+            .fetchone()
+        )
+        return None if row is None else Document(id=row[0], text=row[1], metadata=json.loads(row[2]))
+
+    def iter_documents(self, batch_size: int = 512) -> Iterator[Document]:
+        """Documents in insertion order, read in pages so memory stays flat."""
+        last = 0
+        while True:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT seq, id, text, metadata FROM documents WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (last, batch_size),
+                )
+                .fetchall()
+            )
+            if not rows:
+                return
+            for seq, doc_id, text, metadata in rows:
+                last = seq
+                yield Document(id=doc_id, text=text, metadata=json.loads(metadata))
+
+    def document_states(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """``{doc_id: (text hash, metadata JSON)}`` for the ids that exist."""
+        out: dict[str, tuple[str, str]] = {}
+        conn = self._conn()
+        for part in _batches(list(doc_ids), 500):
+            marks = ",".join("?" * len(part))
+            for doc_id, h, md in conn.execute(
+                f"SELECT id, hash, metadata FROM documents WHERE id IN ({marks})", part
+            ):
+                out[doc_id] = (h, md)
+        return out
+
+    def vectors_for_hashes(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of chunks with these content hashes (the embedding cache)."""
+        out: dict[str, np.ndarray] = {}
+        conn = self._conn()
+        for part in _batches(sorted(set(hashes)), 500):
+            marks = ",".join("?" * len(part))
+            for h, blob in conn.execute(
+                f"SELECT hash, vector FROM chunks WHERE hash IN ({marks}) GROUP BY hash", part
+            ):
+                out[h] = np.frombuffer(blob, dtype="<f4")
+        return out
+
+    def get_chunks(self, vids: Sequence[int]) -> dict[int, Chunk]:
+        """Chunks by vector id (ids that no longer exist are absent from the result)."""
+        out: dict[int, Chunk] = {}
+        conn = self._conn()
+        for part in _batches([int(v) for v in vids], 500):
+            marks = ",".join("?" * len(part))
+            rows = conn.execute(
+                f'SELECT c.vid, c.doc_id, c.n, c.text, c.start, c."end", d.metadata FROM chunks c '
+                f"JOIN documents d ON d.id = c.doc_id WHERE c.vid IN ({marks})",
+                part,
+            )
+            for vid, doc_id, n, text, start, end, md in rows:
+                out[vid] = Chunk(
+                    id=f"{doc_id}#{n}",
+                    doc_id=doc_id,
+                    text=text,
+                    start=start,
+                    end=end,
+                    metadata=json.loads(md),
+                )
+        return out
+
+    def chunk_vids(self, doc_id: str) -> list[tuple[int, int]]:
+        """``[(n, vid), ...]`` of one document, in chunk order."""
+        rows = self._conn().execute("SELECT n, vid FROM chunks WHERE doc_id = ? ORDER BY n", (doc_id,))
+        return [(int(n), int(v)) for n, v in rows]
+
+    def filter_ids(self, filter: Mapping[str, Any] | None) -> np.ndarray:
+        """Vector ids of the chunks whose document metadata matches ``filter`` (int64, sorted)."""
+        where, params = compile_filter(filter)
+        rows = self._conn().execute(
+            f"SELECT c.vid FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE {where} ORDER BY c.vid",
+            params,
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def iter_vectors(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(ids, vectors)`` pages over every chunk, for rebuilding a vector index."""
+        last = 0
+        while True:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT vid, vector FROM chunks WHERE vid > ? ORDER BY vid LIMIT ?", (last, batch_size)
+                )
+                .fetchall()
+            )
+            if not rows:
+                return
+            last = rows[-1][0]
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows]).astype(np.float32)
+            yield ids, vectors
+
+    def iter_texts(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, list[str]]]:
+        """``(ids, texts)`` pages over every chunk, for rebuilding the lexical index."""
+        last = 0
+        while True:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT vid, text FROM chunks WHERE vid > ? ORDER BY vid LIMIT ?", (last, batch_size)
+                )
+                .fetchall()
+            )
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows]
+
+    # -- writes
+
+    def write(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]]) -> WriteResult:
+        """Upsert documents with their chunks and chunk vectors, in one transaction.
+
+        A document id that exists is replaced: its old chunks are removed (their vector ids are
+        reported in ``removed_ids``) and the new ones get fresh vector ids.
+        """
+        result = WriteResult()
+        with self._transaction() as conn:
+            for doc, chunks, vectors in items:
+                if len(chunks) != len(vectors):
+                    raise InvalidInputError(f"{doc.id!r}: {len(chunks)} chunks but {len(vectors)} vectors")
+                old = conn.execute("SELECT vid FROM chunks WHERE doc_id = ?", (doc.id,)).fetchall()
+                result.removed_ids.extend(int(r[0]) for r in old)
+                conn.execute("DELETE FROM documents WHERE id = ?", (doc.id,))
+                conn.execute(
+                    "INSERT INTO documents (id, text, metadata, hash) VALUES (?, ?, ?, ?)",
+                    (doc.id, doc.text, _metadata_json(doc.metadata), text_hash(doc.text)),
+                )
+                for n, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True)):
+                    blob = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+                    cur = conn.execute(
+                        'INSERT INTO chunks (doc_id, n, text, start, "end", hash, vector) '
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (doc.id, n, chunk.text, chunk.start, chunk.end, text_hash(chunk.text), blob),
+                    )
+                    result.added_ids.append(int(cur.lastrowid))
+                    result.added_vectors.append(np.asarray(vector, dtype=np.float32))
+        return result
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> tuple[int, list[int]]:
+        """Delete documents and their chunks; returns (documents deleted, vector ids removed)."""
+        removed: list[int] = []
+        deleted = 0
+        with self._transaction() as conn:
+            for part in _batches(list(doc_ids), 500):
+                marks = ",".join("?" * len(part))
+                removed.extend(
+                    int(r[0]) for r in conn.execute(f"SELECT vid FROM chunks WHERE doc_id IN ({marks})", part)
+                )
+                deleted += conn.execute(f"DELETE FROM documents WHERE id IN ({marks})", part).rowcount
+        return deleted, removed
+
+    def update_metadata(self, doc_id: str, metadata: Mapping[str, Any]) -> bool:
+        """Replace a document's metadata; ``False`` when there is no such document."""
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "UPDATE documents SET metadata = ? WHERE id = ?", (_metadata_json(metadata), doc_id)
+            )
+            return cur.rowcount > 0
+
+    def replace_vectors(
+        self, pages: Iterable[tuple[np.ndarray, np.ndarray]], meta: Mapping[str, Any]
+    ) -> None:
+        """Swap every chunk vector for a new one and set ``meta`` keys, atomically (used by reindex).
+
+        The new vectors go to a staging table first; the swap itself is one transaction, so a failure
+        part-way leaves the old vectors and fingerprint in place.
+        """
+        if self.read_only:
+            raise ReadOnlyError("this store was opened read-only")
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("DROP TABLE IF EXISTS staging_vectors")
+            conn.execute("CREATE TABLE staging_vectors (vid INTEGER PRIMARY KEY, vector BLOB NOT NULL)")
+            conn.commit()
+            try:
+                for ids, vectors in pages:
+                    conn.executemany(
+                        "INSERT INTO staging_vectors VALUES (?, ?)",
+                        [
+                            (int(i), np.ascontiguousarray(v, dtype="<f4").tobytes())
+                            for i, v in zip(ids, vectors, strict=True)
+                        ],
+                    )
+                    conn.commit()
+                with self._transaction() as tx:
+                    missing = tx.execute(
+                        "SELECT COUNT(*) FROM chunks WHERE vid NOT IN (SELECT vid FROM staging_vectors)"
+                    ).fetchone()[0]
+                    if missing:
+                        raise IntegrityError(
+                            f"reindex: {missing} chunks changed while re-embedding; try again"
+                        )
+                    tx.execute(
+                        "UPDATE chunks SET vector = "
+                        "(SELECT s.vector FROM staging_vectors s WHERE s.vid = chunks.vid)"
+                    )
+                    for key, value in meta.items():
+                        tx.execute(
+                            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                            (key, json.dumps(value, sort_keys=True)),
+                        )
+            finally:
+                conn.execute("DROP TABLE IF EXISTS staging_vectors")
+                conn.commit()
+
+    # -- files
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the main file and make it durable (before a save)."""
+        if not self.read_only:
+            with self._write_lock:
+                self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def backup_to(self, path: str | Path) -> None:
+        """Copy the whole database, consistently, to ``path`` (SQLite's online backup)."""
+        target = sqlite3.connect(str(path))
+        try:
+            with self._write_lock:
+                self._conn().backup(target)
+            target.execute("PRAGMA journal_mode=WAL")
+            target.commit()
+        finally:
+            target.close()
+
+    def integrity_check(self) -> None:
+        """Raise :class:`IntegrityError` unless SQLite's ``quick_check`` passes."""
+        try:
+            row = self._conn().execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise IntegrityError(f"the store {self.path} is damaged: {e}") from e
+        if row is None or row[0] != "ok":
+            raise IntegrityError(f"the store {self.path} is damaged: {row and row[0]}")
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
