@@ -1,0 +1,540 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HashEmbedder
+
+from ragkit import Document, Pipeline, RecursiveChunker
+from ragkit.errors import (
+    IndexMismatchError,
+    InputTypeError,
+    IntegrityError,
+    InvalidInputError,
+    LockError,
+    ReadOnlyError,
+)
+from ragkit.types import content_id
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+
+WORDS = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+)
+
+
+def corpus(n: int, seed: int = 0) -> list[Document]:
+    rng = np.random.default_rng(seed)
+    return [
+        Document(
+            id=f"d{i}",
+            text=" ".join(rng.choice(WORDS, size=12)) + f" unique{i}",
+            metadata={"group": i % 5, "even": i % 2 == 0, "lang": ["en", "de"][i % 2]},
+        )
+        for i in range(n)
+    ]
+
+
+def make(embedder=None, **kwargs) -> Pipeline:
+    kwargs.setdefault("chunker", RecursiveChunker(200, 20))
+    return Pipeline(embedder or HashEmbedder(), **kwargs)
+
+
+def test_add_accepts_strings_dicts_documents_and_generators():
+    pipe = make()
+    res = pipe.add(["plain text", {"id": "x", "text": "from a dict", "metadata": {"a": 1}}])
+    assert (res.added, res.chunks) == (2, 2)
+    pipe.add(Document(id="y", text="a document"))
+    pipe.add(d for d in [Document(id="z", text="from a generator")])
+    assert len(pipe) == 4
+    assert pipe.get(content_id("plain text")).text == "plain text"
+    assert pipe.get("x").metadata == {"a": 1}
+    assert pipe.get("missing") is None
+    assert {d.id for d in pipe} == {content_id("plain text"), "x", "y", "z"}
+
+
+def test_readding_plain_text_is_a_noop_and_unchanged_chunks_are_not_reembedded():
+    emb = HashEmbedder()
+    pipe = make(emb)
+    long_text = "first paragraph words here.\n\n" + "second paragraph other words.\n\n" + "third part ends."
+    pipe.add([Document(id="a", text=long_text), "some plain text"])
+    calls = emb.calls
+    res = pipe.add(["some plain text", Document(id="a", text=long_text)])
+    assert res.unchanged == 2 and emb.calls == calls
+    # Change only the last paragraph: the other chunks keep their stored vectors.
+    n_chunks = pipe.store.count_chunks()
+    res = pipe.add(Document(id="a", text=long_text.replace("ends", "finishes")))
+    assert res.updated == 1
+    assert res.embedded == 1 and emb.calls == calls + 1
+    assert pipe.store.count_chunks() == n_chunks
+    # Metadata alone: no embedding at all.
+    res = pipe.add(Document(id="a", text=long_text.replace("ends", "finishes"), metadata={"k": 1}))
+    assert res.metadata_updated == 1 and emb.calls == calls + 1
+    assert pipe.get("a").metadata == {"k": 1}
+
+
+def test_search_finds_the_matching_document_and_scores_are_cosines():
+    pipe = make()
+    docs = corpus(40)
+    pipe.add(docs)
+    hits = pipe.search(docs[7].text, k=3)
+    assert hits[0].doc_id == "d7"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5) and hits[0].dense_score == hits[0].score
+    assert [h.rank for h in hits] == [1, 2, 3]
+    assert hits.query == docs[7].text and hits.timings["dense"] >= 0
+    assert hits[0].text == docs[7].text[hits[0].start : hits[0].end]
+    assert hits[0].metadata == docs[7].metadata
+    assert all(h.lexical_score is None and h.rerank_score is None for h in hits)
+
+
+def test_filtered_search_returns_k_hits_whenever_k_chunks_match():
+    pipe = make()
+    pipe.add(corpus(300))
+    # Only 6 documents are in group 3 *and* have "unique1" prefix ids; ask for every one of them.
+    flt = {"group": 3, "even": True}
+    n_match = len(pipe.store.filter_ids(flt))
+    hits = pipe.search("alpha beta", k=n_match, filter=flt)
+    assert len(hits) == n_match
+    assert all(h.metadata["group"] == 3 and h.metadata["even"] is True for h in hits)
+    assert len(pipe.search("alpha", k=5, filter={"group": {"$in": [99]}})) == 0
+
+
+def test_delete_and_update_keep_store_and_index_in_step():
+    pipe = make()
+    pipe.add(corpus(30))
+    assert pipe.delete(["d1", "d2", "nope"]) == 2
+    assert len(pipe.index) == pipe.store.count_chunks()
+    found = {h.doc_id for h in pipe.search("alpha beta gamma", k=30)}
+    assert not found & {"d1", "d2"}
+    pipe.update_metadata("d3", {"group": 42})
+    assert [h.doc_id for h in pipe.search("alpha", k=5, filter={"group": 42})] == ["d3"]
+    with pytest.raises(InvalidInputError):
+        pipe.update_metadata("nope", {})
+    # vector ids are never reused: a new document never takes a deleted one's id
+    before = set(pipe.index.ids().tolist())
+    pipe.add(Document(id="new", text="brand new words"))
+    assert not (set(pipe.index.ids().tolist()) - before) & set(range(0, 1))
+
+
+def test_empty_text_is_stored_with_zero_chunks():
+    pipe = make()
+    pipe.add([Document(id="empty", text=""), Document(id="blank", text="  \n ")])
+    assert len(pipe) == 2 and pipe.store.count_chunks() == 0
+    assert pipe.search("anything", k=3) == []
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda p: p.add(None), InputTypeError),
+        (lambda p: p.add(b"bytes"), InputTypeError),
+        (lambda p: p.add([42]), InputTypeError),
+        (lambda p: p.add({"id": "a", "text": None}), InputTypeError),
+        (lambda p: p.search(None), InputTypeError),
+        (lambda p: p.search(b"q"), InputTypeError),
+        (lambda p: p.search("q", k=0), InvalidInputError),
+        (lambda p: p.search("q", k=-1), InvalidInputError),
+        (lambda p: p.search("q", k=2.5), InvalidInputError),
+        (lambda p: p.search("q", mode="semantic"), InvalidInputError),
+        (lambda p: p.search("q", filter={"a": {"$regex": "x"}}), InvalidInputError),
+        (lambda p: p.search_many("not a list"), InputTypeError),
+        (lambda p: p.delete([1]), InputTypeError),
+    ],
+)
+def test_bad_input_raises_clear_errors(call, error):
+    pipe = make()
+    pipe.add("something")
+    with pytest.raises(error):
+        call(pipe)
+
+
+class NaNEmbedder(HashEmbedder):
+    def embed_documents(self, texts):
+        out = super().embed_documents(texts)
+        out[0, 0] = np.nan
+        return out
+
+
+def test_nan_vectors_are_refused_and_nothing_is_stored():
+    pipe = make(NaNEmbedder())
+    with pytest.raises(InvalidInputError, match="NaN"):
+        pipe.add("text")
+    assert len(pipe) == 0
+
+
+class FailingEmbedder(HashEmbedder):
+    def __init__(self, fail_after: int):
+        super().__init__()
+        self.fail_after = fail_after
+
+    def embed_documents(self, texts):
+        if self.calls + len(texts) > self.fail_after:
+            raise RuntimeError("embedding server went away")
+        return super().embed_documents(texts)
+
+
+def test_failure_midstream_keeps_every_committed_batch():
+    pipe = make(FailingEmbedder(fail_after=25))
+    with pytest.raises(RuntimeError):
+        pipe.add(corpus(60), batch_size=10)
+    assert len(pipe) == 20  # two batches of 10 went through, the third failed whole
+    assert len(pipe.index) == pipe.store.count_chunks()
+
+
+def test_search_many_equals_search():
+    pipe = make()
+    docs = corpus(50)
+    pipe.add(docs)
+    queries = [docs[i].text for i in (1, 5, 9)]
+    many = pipe.search_many(queries, k=4)
+    for q, res in zip(queries, many, strict=True):
+        single = pipe.search(q, k=4)
+        assert [h.id for h in res] == [h.id for h in single]
+
+
+def test_query_cache_avoids_reembedding():
+    emb = HashEmbedder()
+    pipe = make(emb, query_cache_size=2)
+    pipe.add(corpus(5))
+    calls = emb.calls
+    pipe.search("alpha", k=1)
+    pipe.search("alpha", k=1)
+    assert emb.calls == calls + 1
+    pipe.search("beta", k=1)
+    pipe.search("gamma", k=1)  # evicts "alpha"
+    pipe.search("alpha", k=1)
+    assert emb.calls == calls + 4
+
+
+class OverlapReranker:
+    def score(self, query, documents):
+        q = set(query.split())
+        return np.float32([len(q & set(d.split())) / (1 + len(d.split())) for d in documents])
+
+
+def test_reranker_scores_candidates_and_keeps_first_stage_scores():
+    pipe = make(reranker=OverlapReranker())
+    docs = corpus(80)
+    pipe.add(docs)
+    hits = pipe.search(docs[3].text, k=5)
+    assert len(hits) == 5
+    assert all(h.rerank_score is not None and h.dense_score is not None for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(h.score == h.rerank_score for h in hits)
+    expected = OverlapReranker().score(docs[3].text, [h.text for h in hits])
+    np.testing.assert_allclose([h.rerank_score for h in hits], expected, rtol=1e-6)
+
+
+def test_lexical_and_hybrid_modes_set_their_scores():
+    pipe = make()
+    docs = corpus(40)
+    pipe.add(docs)
+    lex = pipe.search("unique17", k=3, mode="lexical")
+    assert lex[0].doc_id == "d17" and lex[0].lexical_score == lex[0].score and lex[0].dense_score is None
+    hyb = pipe.search(docs[17].text, k=5, mode="hybrid")
+    assert hyb[0].doc_id == "d17"
+    assert hyb[0].rrf_score == hyb[0].score
+    assert hyb[0].dense_score is not None and hyb[0].lexical_score is not None
+    # the lexical index follows additions and deletions
+    pipe.delete("d17")
+    assert all(h.doc_id != "d17" for h in pipe.search("unique17", k=3, mode="lexical"))
+
+
+def test_max_per_doc_min_score_and_expand():
+    pipe = make(chunker=RecursiveChunker(30, 0))
+    text = (
+        "one two three four five. six seven eight nine ten. eleven twelve thirteen. fourteen fifteen sixteen."
+    )
+    pipe.add([Document(id="long", text=text), Document(id="other", text="one two three")])
+    hits = pipe.search("one two three", k=5, max_per_doc=1)
+    assert len({h.doc_id for h in hits}) == len(hits) == 2
+    assert all(h.score >= 0.5 for h in pipe.search("one two three", k=5, min_score=0.5))
+    first = next(
+        h for h in pipe.search("one two three four five", k=5) if h.doc_id == "long" and h.start == 0
+    )
+    wide = pipe.expand([first], window=1)[0]
+    assert wide.start == 0 and wide.end > first.end
+    assert wide.text == text[wide.start : wide.end]
+
+
+def test_async_twins():
+    pipe = make()
+    docs = corpus(20)
+
+    async def main():
+        await pipe.aadd(docs)
+        return await asyncio.gather(*(pipe.asearch(d.text, k=1) for d in docs[:5]))
+
+    results = asyncio.run(main())
+    assert [r[0].doc_id for r in results] == [d.id for d in docs[:5]]
+
+
+def test_concurrent_searches_while_adding_lose_nothing():
+    pipe = make()
+    pipe.add(corpus(50))
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def searcher():
+        try:
+            while not stop.is_set():
+                for hit in pipe.search("alpha beta", k=5):
+                    assert hit.text
+        except BaseException as e:  # noqa: BLE001 - collected and re-raised in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=searcher) for _ in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(20):
+            pipe.add(Document(id=f"new{i}", text=f"fresh words number {i} alpha"))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert len(pipe) == 70
+    assert len(pipe.index) == pipe.store.count_chunks()
+    for i in range(20):  # every added document is searchable
+        assert f"new{i}" in {h.doc_id for h in pipe.search(f"fresh words number {i} alpha", k=3)}
+
+
+def test_reindex_swaps_embedder_and_fingerprint():
+    pipe = make(HashEmbedder(dim=64))
+    docs = corpus(20)
+    pipe.add(docs)
+    new = HashEmbedder(dim=32, name="other")
+    pipe.reindex(new)
+    assert pipe.embedder is new and pipe.store.get_meta("fingerprint") == new.fingerprint
+    assert pipe.search(docs[4].text, k=1)[0].doc_id == "d4"
+    assert new.calls == pipe.store.count_chunks() + 1
+
+
+# ------------------------------------------------------------------------------------------ persistence
+
+
+def test_save_load_gives_identical_results(tmp_path):
+    pipe = make()
+    docs = corpus(60)
+    pipe.add(docs)
+    queries = [d.text for d in docs[:5]] + ["alpha beta"]
+    before = [[(h.id, round(h.score, 6)) for h in r] for r in pipe.search_many(queries, k=5)]
+    before_lex = [(h.id, h.score) for h in pipe.search("unique3 alpha", k=5, mode="lexical")]
+    pipe.save(tmp_path / "idx")
+    pipe.close()
+    loaded = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), chunker=RecursiveChunker(200, 20))
+    after = [[(h.id, round(h.score, 6)) for h in r] for r in loaded.search_many(queries, k=5)]
+    assert after == before
+    assert [(h.id, h.score) for h in loaded.search("unique3 alpha", k=5, mode="lexical")] == before_lex
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["counts"] == {"documents": 60, "chunks": loaded.store.count_chunks()}
+    assert manifest["fingerprint"] == HashEmbedder().fingerprint
+    # later saves go to the bound directory
+    loaded.add(Document(id="late", text="added after loading"))
+    loaded.save()
+    loaded.close()
+    assert Pipeline.load(tmp_path / "idx", embedder=HashEmbedder()).get("late") is not None
+
+
+def test_load_refuses_another_embedder(tmp_path):
+    pipe = make()
+    pipe.add(corpus(5))
+    pipe.save(tmp_path / "idx")
+    pipe.close()
+    with pytest.raises(IndexMismatchError, match="dim"):
+        Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(dim=32))
+
+
+def test_no_pickle_in_the_saved_files(tmp_path):
+    pipe = make()
+    pipe.add(corpus(10))
+    pipe.save(tmp_path / "idx")
+    for p in (tmp_path / "idx").rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            assert not (data[:2] == b"\x80\x04" or data[:2] == b"\x80\x05"), p  # pickle protocol headers
+            if p.suffix == ".npy":
+                assert np.load(p, allow_pickle=False) is not None
+
+
+def _saved(tmp_path: Path) -> Path:
+    pipe = make()
+    pipe.add(corpus(30))
+    path = pipe.save(tmp_path / "idx")
+    pipe.close()
+    return path
+
+
+def test_truncated_or_edited_derived_file_fails_loudly(tmp_path):
+    path = _saved(tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    faiss_file = path / manifest["index"]["file"]
+    data = faiss_file.read_bytes()
+    faiss_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IntegrityError, match="checksum"):
+        Pipeline.load(path, embedder=HashEmbedder())
+    faiss_file.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(IntegrityError, match="checksum"):
+        Pipeline.load(path, embedder=HashEmbedder())
+
+
+def test_count_mismatch_fails_loudly(tmp_path):
+    path = _saved(tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["counts"]["chunks"] += 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="counts"):
+        Pipeline.load(path, embedder=HashEmbedder())
+
+
+def test_store_older_than_manifest_fails_loudly(tmp_path):
+    path = _saved(tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["generation"] += 5
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="older"):
+        Pipeline.load(path, embedder=HashEmbedder())
+
+
+def test_damaged_store_fails_loudly(tmp_path):
+    path = _saved(tmp_path)
+    store = path / "store.sqlite"
+    store.write_bytes(store.read_bytes()[:1000])
+    with pytest.raises(IntegrityError):
+        Pipeline.load(path, embedder=HashEmbedder())
+
+
+def test_deleted_derived_index_is_rebuilt_from_the_store(tmp_path, caplog):
+    path = _saved(tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    for name in manifest["files"]:
+        (path / name).unlink()
+    with caplog.at_level("INFO", logger="ragkit"):
+        pipe = Pipeline.load(path, embedder=HashEmbedder())
+    assert "rebuilding" in caplog.text
+    assert len(pipe.index) == pipe.store.count_chunks() == manifest["counts"]["chunks"]
+    assert pipe.search(corpus(30)[4].text, k=1)[0].doc_id == "d4"
+    assert pipe.search("unique4", k=1, mode="lexical")[0].doc_id == "d4"
+
+
+def test_batches_committed_after_a_save_are_picked_up_on_load(tmp_path):
+    pipe = make()
+    pipe.add(corpus(10))
+    pipe.save(tmp_path / "idx")
+    pipe.add(Document(id="after", text="committed but never saved"))
+    pipe.close()  # no save(): the store has it, the derived indexes are stale
+    loaded = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder())
+    assert loaded.search("committed but never saved", k=1)[0].doc_id == "after"
+
+
+_CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import HashEmbedder
+from ragkit import Pipeline, RecursiveChunker, Document
+import ragkit.pipeline as P
+"""
+
+
+def _run_child(code: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    script = textwrap.dedent(_CHILD.format(tests=str(TESTS))) + textwrap.dedent(code)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
+@pytest.mark.parametrize("stage", ["bound", "index-saved", "lexical-saved", "manifest-written", "committed"])
+def test_save_killed_midway_leaves_the_previous_save_loadable(tmp_path, stage):
+    path = tmp_path / "idx"
+    first = make()
+    first.add(corpus(20))
+    first.save(path)
+    first.close()
+    code = """
+    import os, signal
+    path, stage = sys.argv[1], sys.argv[2]
+    pipe = Pipeline.load(path, embedder=HashEmbedder())
+    pipe.add([Document(id=f"v2-{i}", text=f"second version {i}") for i in range(10)])
+    pipe.delete(["d0"])
+    def hook(s):
+        if s == stage:
+            os.kill(os.getpid(), signal.SIGKILL)
+    P._save_hook = hook
+    pipe.save()
+    """
+    proc = _run_child(code, str(path), stage)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    pipe = Pipeline.load(path, embedder=HashEmbedder())
+    # Every committed add batch is there (the store is the source of truth) and the indexes agree.
+    assert len(pipe) == 29
+    assert pipe.get("d0") is None and pipe.get("v2-3") is not None
+    assert len(pipe.index) == pipe.store.count_chunks()
+    assert pipe.search("second version 3", k=1)[0].doc_id == "v2-3"
+    assert all(h.doc_id != "d0" for h in pipe.search(corpus(20)[0].text, k=5))
+
+
+def test_second_writer_gets_a_clear_error_while_a_reader_works(tmp_path):
+    path = _saved(tmp_path)
+    writer = Pipeline.load(path, embedder=HashEmbedder())
+    proc = _run_child(
+        """
+    from ragkit.errors import LockError
+    try:
+        Pipeline.load(sys.argv[1], embedder=HashEmbedder())
+    except LockError as e:
+        print("LOCKED:", e)
+    reader = Pipeline.load(sys.argv[1], embedder=HashEmbedder(), read_only=True)
+    print("READ:", len(reader), reader.search("alpha", k=2)[0].doc_id.startswith("d"))
+    """,
+        str(path),
+    )
+    assert "LOCKED: another process" in proc.stdout, proc.stderr
+    assert "READ: 30 True" in proc.stdout
+    with pytest.raises(LockError):
+        Pipeline.load(path, embedder=HashEmbedder())  # another handle in this process is refused too
+    writer.close()
+    Pipeline.load(path, embedder=HashEmbedder()).close()  # released on close
+
+
+def test_read_only_reader_refuses_writes_and_reloads(tmp_path):
+    path = _saved(tmp_path)
+    reader = Pipeline.load(path, embedder=HashEmbedder(), read_only=True)
+    with pytest.raises(ReadOnlyError):
+        reader.add("x")
+    writer = Pipeline.load(path, embedder=HashEmbedder())
+    writer.add(Document(id="fresh", text="written by the writer"))
+    writer.save()
+    reader.reload()
+    assert reader.search("written by the writer", k=1)[0].doc_id == "fresh"
+    writer.close()
+
+
+def test_edited_store_rows_are_detected(tmp_path):
+    path = _saved(tmp_path)
+    conn = sqlite3.connect(path / "store.sqlite")
+    with conn:
+        conn.execute("DELETE FROM documents WHERE id = 'd1'")
+    conn.close()
+    with pytest.raises(IntegrityError, match="counts"):
+        Pipeline.load(path, embedder=HashEmbedder())
+
+
+def test_import_ragkit_is_light():
+    heavy = "('torch', 'transformers', 'faiss', 'bm25s')"
+    code = f"import sys, ragkit; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
+    )
+    assert out.stdout.strip() == "[]"
