@@ -1,0 +1,752 @@
+"""Retrieval evaluation: test collections, the standard ranking metrics, and ``evaluate(pipeline, dataset)``.
+
+Collections load into one type, :class:`RetrievalDataset`, from three layouts:
+
+- BEIR folders (``corpus.jsonl``, ``queries.jsonl``, ``qrels/test.tsv``): :func:`load_beir`;
+- BEIR/MTEB datasets on the Hugging Face hub, or a local copy of such a repository: :func:`load_hf_beir`;
+- classic SMART collections such as CISI (``.I``/``.T``/``.W`` records): :func:`load_smart`;
+
+and :func:`load_dataset` picks the right one. The metrics follow trec_eval / pytrec_eval (what BEIR
+reports): graded gains for nDCG, binary relevance (``rel > 0``) for the others. A chunked pipeline
+returns several hits per document: every metric first keeps each document's first (best) hit only.
+
+Example:
+    >>> dataset = load_dataset("../shared/data/cisi")                    # doctest: +SKIP
+    >>> report = evaluate(pipe, dataset, modes=("dense", "hybrid"))      # doctest: +SKIP
+    >>> print(report)                                                    # doctest: +SKIP
+    >>> ndcg_at_k(["d3", "d1", "d3"], {"d1": 1}, k=2)
+    0.6309297535714575
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field, model_validator
+
+from ragkit.errors import ConfigError, InputTypeError, InvalidInputError
+from ragkit.types import Document
+
+__all__ = [
+    "EvaluationReport",
+    "EvaluationRow",
+    "RetrievalDataset",
+    "average_precision",
+    "evaluate",
+    "evaluate_run",
+    "load_beir",
+    "load_dataset",
+    "load_hf_beir",
+    "load_smart",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "recall_at_k",
+]
+
+logger = logging.getLogger("ragkit")
+
+# A document is usually split into a few chunks; asking for this many chunk hits per wanted document
+# leaves k distinct documents after de-duplication in practice.
+_CHUNK_OVERSAMPLING = 3
+
+
+# -- datasets --------------------------------------------------------------------------------------
+
+
+class RetrievalDataset(BaseModel):
+    """A test collection: documents, queries and relevance judgements (qrels).
+
+    Attributes:
+        name: a short label for reports ("cisi", "scifact").
+        corpus: the documents to index.
+        queries: query id → query text.
+        qrels: query id → document id → graded relevance (``> 0`` is relevant).
+
+    Example:
+        >>> ds = RetrievalDataset(
+        ...     name="toy",
+        ...     corpus=[Document(id="d1", text="Paris is in France.")],
+        ...     queries={"q1": "Where is Paris?"},
+        ...     qrels={"q1": {"d1": 1}},
+        ... )
+        >>> ds
+        RetrievalDataset(name='toy', documents=1, queries=1, judgements=1)
+    """
+
+    name: str
+    corpus: list[Document]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetrievalDataset:
+        missing = [q for q in self.qrels if q not in self.queries]
+        if missing:
+            raise ValueError(f"qrels name {len(missing)} queries that are not in queries, e.g. {missing[:3]}")
+        return self
+
+    def __repr__(self) -> str:
+        judgements = sum(len(j) for j in self.qrels.values())
+        return (
+            f"RetrievalDataset(name={self.name!r}, documents={len(self.corpus)}, "
+            f"queries={len(self.queries)}, judgements={judgements})"
+        )
+
+    __str__ = __repr__
+
+
+def load_beir(path: str | Path, *, split: str = "test") -> RetrievalDataset:
+    """Load a BEIR folder: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/{split}.tsv``.
+
+    Document text is the title and the text separated by a blank line (the text alone when the title
+    is empty); the title and any ``metadata`` object are kept in ``Document.metadata``. Only queries
+    that have judgements in ``split`` are kept. ``.jsonl.gz`` files are read too.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ConfigError: a line or a row is malformed.
+
+    Example:
+        >>> ds = load_beir("datasets/scifact", split="test")  # doctest: +SKIP
+    """
+    root = Path(path)
+    corpus_file = _first_existing(root, ["corpus.jsonl", "corpus.jsonl.gz"])
+    queries_file = _first_existing(root, ["queries.jsonl", "queries.jsonl.gz"])
+    qrels_file = root / "qrels" / f"{split}.tsv"
+    if not qrels_file.is_file():
+        raise FileNotFoundError(f"no qrels for split {split!r}: {qrels_file} does not exist")
+
+    corpus = [_beir_document(row) for row in _read_jsonl(corpus_file)]
+    all_queries = {str(row["_id"]): str(row["text"]) for row in _read_jsonl(queries_file)}
+    qrels: dict[str, dict[str, int]] = {}
+    with open(qrels_file, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if len(header) < 3:
+            raise ConfigError(f"{qrels_file}: expected a header 'query-id<TAB>corpus-id<TAB>score'")
+        for n, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            try:
+                qrels.setdefault(parts[0], {})[parts[1]] = int(float(parts[2]))
+            except (IndexError, ValueError) as e:
+                raise ConfigError(f"{qrels_file}:{n}: malformed qrels row {line!r}") from e
+    return _assemble(root.name or "beir", corpus, all_queries, qrels)
+
+
+def load_hf_beir(
+    name_or_path: str,
+    *,
+    split: str = "test",
+    qrels: str | None = None,
+    revision: str | None = None,
+) -> RetrievalDataset:
+    """Load a BEIR-format dataset with 🤗 ``datasets``: from the hub, or a local copy of such a repository.
+
+    The layout is the one of ``BeIR/<name>`` and ``mteb/<name>``: configs ``corpus`` and ``queries``
+    in ``name_or_path``, and qrels (``query-id``, ``corpus-id``, ``score``) in the dataset ``qrels``,
+    which defaults to ``f"{name_or_path}-qrels"`` (BeIR) and falls back to the ``default`` config of
+    ``name_or_path`` itself (MTEB). Ids are read as strings, so ``"001"`` stays ``"001"``.
+
+    Args:
+        name_or_path: a hub id such as ``"BeIR/scifact"``, or a local directory with the same files.
+        split: the qrels split ("test", "dev", "train").
+        qrels: the dataset that holds the qrels, when it is not at the default place.
+        revision: a hub revision (branch, tag or commit) for reproducible runs.
+
+    Raises:
+        MissingDependencyError: ``datasets`` is not installed (``pip install 'ragkit[eval]'``).
+
+    Example:
+        >>> ds = load_hf_beir("BeIR/scifact")  # doctest: +SKIP
+        >>> ds = load_hf_beir("mteb/scifact")  # doctest: +SKIP
+    """
+    from ragkit._deps import require
+
+    hf = require("datasets", purpose="loading datasets from the Hugging Face hub")
+
+    def only_split(config: str) -> Any:
+        loaded = hf.load_dataset(name_or_path, config, revision=revision)
+        if len(loaded) != 1:
+            raise ConfigError(f"{name_or_path} config {config!r} has splits {list(loaded)}, expected one")
+        return next(iter(loaded.values()))
+
+    corpus = [_beir_document(row) for row in only_split("corpus")]
+    all_queries = {_row_id(row): str(row["text"]) for row in only_split("queries")}
+
+    features = hf.Features(
+        {
+            "query-id": hf.Value("string"),
+            "corpus-id": hf.Value("string"),
+            "score": hf.Value("float64"),
+        }
+    )
+    qrels_source = qrels or f"{name_or_path.rstrip('/')}-qrels"
+    try:
+        rows = hf.load_dataset(qrels_source, split=split, features=features, revision=revision)
+    except (FileNotFoundError, ConnectionError) as e:
+        if qrels is not None:
+            raise
+        logger.info("no %s (%s); reading qrels from %s's 'default' config", qrels_source, e, name_or_path)
+        rows = hf.load_dataset(name_or_path, "default", split=split, features=features, revision=revision)
+    judged: dict[str, dict[str, int]] = {}
+    for row in rows:
+        judged.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
+    name = name_or_path.rstrip("/").rsplit("/", 1)[-1].lower()
+    return _assemble(name, corpus, all_queries, judged)
+
+
+def load_smart(directory: str | Path) -> RetrievalDataset:
+    """Load a classic SMART collection such as CISI: ``*.ALL``, ``*.QRY`` and ``*.REL`` files.
+
+    Records start with ``.I <id>``; fields are ``.T`` (title), ``.A`` (authors, one per line), ``.W``
+    (abstract or query text), ``.X``/``.B`` (references, ignored). Document text is the title and the
+    abstract separated by a blank line, with the hard line wraps of the abstract joined; the title
+    and authors go to ``Document.metadata``. A query's text is its ``.W`` field (some CISI queries
+    also carry the bibliographic fields of an example article; those are left out). The ``.REL``
+    file lists relevant pairs, ``query_id doc_id ...``: each listed pair has relevance 1 (CISI's
+    remaining columns are always 0). Only queries with judgements are kept.
+
+    Raises:
+        FileNotFoundError: the directory lacks one of the three files.
+
+    Example:
+        >>> ds = load_smart("../shared/data/cisi")  # doctest: +SKIP
+        >>> ds                                        # doctest: +SKIP
+        RetrievalDataset(name='cisi', documents=1460, queries=76, judgements=3114)
+    """
+    root = Path(directory)
+    docs_file, queries_file, rel_file = (_smart_file(root, s) for s in (".ALL", ".QRY", ".REL"))
+    corpus = []
+    for doc_id, fields in _parse_smart(docs_file):
+        title = _join_lines(fields.get("T", []))
+        abstract = _join_lines(fields.get("W", []))
+        text = f"{title}\n\n{abstract}" if title and abstract else title or abstract
+        authors = [a.strip() for a in fields.get("A", []) if a.strip()]
+        corpus.append(Document(id=doc_id, text=text, metadata={"title": title, "authors": authors}))
+    all_queries = {
+        qid: _join_lines(fields.get("W") or fields.get("T", [])) for qid, fields in _parse_smart(queries_file)
+    }
+    qrels: dict[str, dict[str, int]] = {}
+    for n, line in enumerate(_read_text(rel_file).splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2:
+            raise ConfigError(f"{rel_file}:{n}: expected 'query_id doc_id ...', got {line!r}")
+        qrels.setdefault(parts[0], {})[parts[1]] = 1
+    return _assemble(root.resolve().name.lower(), corpus, all_queries, qrels)
+
+
+def load_dataset(path: str | Path, *, split: str = "test") -> RetrievalDataset:
+    """Load a test collection, detecting its layout.
+
+    A directory with ``corpus.jsonl`` and ``qrels/{split}.tsv`` is a BEIR folder (:func:`load_beir`);
+    one with ``*.ALL``, ``*.QRY`` and ``*.REL`` files is a SMART collection (:func:`load_smart`); any
+    other directory (a local copy of a hub repository), and anything that is not a local path (a hub
+    id such as ``"BeIR/scifact"``), goes to :func:`load_hf_beir`.
+
+    Example:
+        >>> ds = load_dataset("../shared/data/cisi")  # doctest: +SKIP
+        >>> ds = load_dataset("BeIR/scifact")         # doctest: +SKIP
+    """
+    if not isinstance(path, (str, Path)):
+        raise InputTypeError(f"path must be a str or Path, got {type(path).__name__}")
+    root = Path(path)
+    if root.is_dir():
+        names = {p.name for p in root.iterdir()}
+        if names & {"corpus.jsonl", "corpus.jsonl.gz"} and (root / "qrels" / f"{split}.tsv").is_file():
+            return load_beir(root, split=split)
+        suffixes = {Path(n).suffix.upper() for n in names}
+        if {".ALL", ".QRY", ".REL"} <= suffixes:
+            return load_smart(root)
+    elif root.exists():
+        raise ConfigError(f"{root} is a file; pass the directory that holds the collection")
+    return load_hf_beir(str(path), split=split)
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+def ndcg_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
+    """Normalised discounted cumulative gain at ``k``, with graded gains.
+
+    ``DCG@k = Σ_{i=1..k} rel_i / log2(i + 1)``, divided by the DCG of the ideal ordering of all judged
+    documents (trec_eval's ``ndcg_cut``, as BEIR reports it). Relevance ``<= 0`` gains nothing. A
+    document repeated in ``ranked`` counts at its first position only. 0 when nothing is relevant.
+
+    Example:
+        >>> # (2 / log2(3) + 1 / log2(4)) / (2 / log2(2) + 1 / log2(3))
+        >>> round(ndcg_at_k(["a", "b", "c"], {"b": 2, "c": 1}, k=3), 4)
+        0.6697
+    """
+    k = _check_cutoff(k)
+    ideal = sorted((r for r in qrels.values() if r > 0), reverse=True)[:k]
+    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+    if idcg == 0:
+        return 0.0
+    dcg = sum(max(qrels.get(d, 0), 0) / math.log2(i + 2) for i, d in enumerate(_unique(ranked)[:k]))
+    return dcg / idcg
+
+
+def recall_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
+    """The fraction of the relevant documents found in the first ``k`` distinct documents.
+
+    Example:
+        >>> recall_at_k(["a", "a", "b", "c"], {"b": 1, "z": 1}, k=2)
+        0.5
+    """
+    k = _check_cutoff(k)
+    relevant = {d for d, r in qrels.items() if r > 0}
+    if not relevant:
+        return 0.0
+    return len(relevant.intersection(_unique(ranked)[:k])) / len(relevant)
+
+
+def mrr_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
+    """Reciprocal rank of the first relevant document among the first ``k`` distinct ones (else 0).
+
+    Example:
+        >>> mrr_at_k(["a", "a", "b"], {"b": 1}, k=10)
+        0.5
+    """
+    k = _check_cutoff(k)
+    for i, d in enumerate(_unique(ranked)[:k]):
+        if qrels.get(d, 0) > 0:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def average_precision(ranked: Sequence[str], qrels: Mapping[str, int], k: int | None = None) -> float:
+    """Average precision of one ranking; its mean over queries is MAP.
+
+    ``AP = Σ_{i: doc i relevant, i <= k} precision@i / R``, with R the number of relevant documents
+    (all of them, not only those within ``k``: trec_eval's ``map`` and ``map_cut_k``). ``k=None``
+    uses the whole ranking. Repeated documents count at their first position only.
+
+    Example:
+        >>> average_precision(["a", "b", "c", "d"], {"a": 1, "c": 1, "x": 1})  # (1/1 + 2/3) / 3
+        0.5555555555555555
+    """
+    if k is not None:
+        k = _check_cutoff(k)
+    relevant = {d for d, r in qrels.items() if r > 0}
+    if not relevant:
+        return 0.0
+    found = 0
+    total = 0.0
+    for i, d in enumerate(_unique(ranked)[:k]):
+        if d in relevant:
+            found += 1
+            total += found / (i + 1)
+    return total / len(relevant)
+
+
+def evaluate_run(
+    run: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    k: int = 10,
+    ks: Sequence[int] = (1, 3, 10),
+) -> dict[str, float]:
+    """Mean metrics of a run (query id → ranked document ids) over the queries with a relevant document.
+
+    Returns ``ndcg@c`` and ``recall@c`` for each cut-off ``c`` in ``ks``, ``mrr@k`` and ``map@k``.
+    Queries whose judgements are all ``<= 0`` are skipped (no metric is defined for them); a judged
+    query missing from ``run`` scores 0. This is how peers that are not a ragkit pipeline are scored
+    in the same way (see ``benchmarks/quality.py``).
+
+    Example:
+        >>> evaluate_run({"q1": ["d2", "d1"]}, {"q1": {"d1": 1}}, k=2, ks=(1, 2))["mrr@2"]
+        0.5
+    """
+    k, ks = _check_ks(k, ks)
+    judged = [q for q, rels in qrels.items() if any(r > 0 for r in rels.values())]
+    if not judged:
+        raise InvalidInputError("no query has a relevant document: nothing to evaluate")
+    sums: dict[str, float] = {}
+
+    def add(name: str, value: float) -> None:
+        sums[name] = sums.get(name, 0.0) + value
+
+    for q in judged:
+        ranked = list(run.get(q, ()))
+        rels = qrels[q]
+        for c in ks:
+            add(f"ndcg@{c}", ndcg_at_k(ranked, rels, c))
+        for c in ks:
+            add(f"recall@{c}", recall_at_k(ranked, rels, c))
+        add(f"mrr@{k}", mrr_at_k(ranked, rels, k))
+        add(f"map@{k}", average_precision(ranked, rels, k))
+    return {name: total / len(judged) for name, total in sums.items()}
+
+
+# -- evaluating a pipeline -------------------------------------------------------------------------
+
+
+class _Searchable(Protocol):
+    def __len__(self) -> int: ...
+
+    def add(self, documents: Any) -> Any: ...
+
+    def search_many(self, queries: list[str], *, k: int, mode: str, candidates: int | None) -> Any: ...
+
+
+class EvaluationRow(BaseModel):
+    """One system's scores in an :class:`EvaluationReport`.
+
+    Attributes:
+        name: the search mode for a pipeline ("dense", "lexical", "hybrid"), or a peer's label.
+        metrics: metric name ("ndcg@10", "recall@10", "mrr@10", "map@10") → mean over queries.
+        queries: how many queries were scored.
+        seconds: wall-clock time of the searches.
+        queries_per_second: ``queries / seconds``.
+
+    Example:
+        >>> EvaluationRow(name="dense", metrics={"ndcg@10": 0.4}, queries=2, seconds=0.5).queries_per_second
+        4.0
+    """
+
+    name: str
+    metrics: dict[str, float]
+    queries: int
+    seconds: float
+    queries_per_second: float = 0.0
+
+    @model_validator(mode="after")
+    def _rate(self) -> EvaluationRow:
+        if self.queries_per_second == 0.0 and self.seconds > 0:
+            self.queries_per_second = self.queries / self.seconds
+        return self
+
+
+class EvaluationReport(BaseModel):
+    """Scores of one or more systems on one dataset; prints as a table.
+
+    ``str(report)`` is a fixed-width table, :meth:`to_markdown` a Markdown table, and notebooks render
+    :meth:`_repr_html_`. :meth:`to_dict` / :meth:`to_json` give the raw values.
+
+    Example:
+        >>> report = EvaluationReport(
+        ...     dataset="toy", documents=3, k=10,
+        ...     rows=[EvaluationRow(name="dense", metrics={"ndcg@10": 0.5}, queries=4, seconds=2.0)],
+        ... )
+        >>> print(report)
+        toy: 4 queries, 3 documents
+        system  ndcg@10  queries/s
+        ------  -------  ---------
+        dense    0.5000        2.0
+        >>> report.row("dense").metrics["ndcg@10"]
+        0.5
+    """
+
+    dataset: str
+    documents: int
+    k: int
+    rows: list[EvaluationRow] = Field(default_factory=list)
+    index_seconds: float | None = None
+
+    def row(self, name: str) -> EvaluationRow:
+        """The row of the system called ``name``; ``KeyError`` if there is none."""
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no row {name!r}; rows: {[r.name for r in self.rows]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-compatible values."""
+        return self.model_dump()
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The report as a JSON string."""
+        return self.model_dump_json(indent=indent)
+
+    def _table(self) -> tuple[list[str], list[list[str]]]:
+        metrics: list[str] = []
+        for r in self.rows:
+            metrics += [m for m in r.metrics if m not in metrics]
+        header = ["system", *metrics, "queries/s"]
+        body = [
+            [
+                r.name,
+                *(f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in metrics),
+                f"{r.queries_per_second:.1f}",
+            ]
+            for r in self.rows
+        ]
+        return header, body
+
+    def _title(self) -> str:
+        queries = max((r.queries for r in self.rows), default=0)
+        return f"{self.dataset}: {queries} queries, {self.documents} documents"
+
+    def __str__(self) -> str:
+        header, body = self._table()
+        widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+
+        def line(cells: list[str]) -> str:
+            first = cells[0].ljust(widths[0])
+            rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+            return "  ".join([first, *rest]).rstrip()
+
+        lines = [self._title(), line(header), "  ".join("-" * w for w in widths)]
+        return "\n".join(lines + [line(row) for row in body])
+
+    def to_markdown(self) -> str:
+        """The table in GitHub Markdown.
+
+        Example:
+            >>> EvaluationReport(dataset="toy", documents=0, k=10).to_markdown().splitlines()[2]
+            '| system | queries/s |'
+        """
+        header, body = self._table()
+        lines = [f"**{self._title()}**", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        header, body = self._table()
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+        return (
+            f"<p><b>{html.escape(self._title())}</b></p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        )
+
+
+def evaluate(
+    pipeline: _Searchable,
+    dataset: RetrievalDataset,
+    *,
+    modes: Sequence[str] = ("dense",),
+    k: int = 10,
+    ks: Sequence[int] = (1, 3, 10),
+    candidates: int | None = None,
+    batch_size: int = 64,
+    ignore_identical_ids: bool = True,
+    show_progress: bool | None = None,
+) -> EvaluationReport:
+    """Search every judged query of ``dataset`` with ``pipeline`` in each mode, and score the results.
+
+    An empty pipeline gets ``dataset.corpus`` added first (the time it took is ``index_seconds``); a
+    pipeline that already holds documents is assumed to hold this corpus, so one index can be
+    evaluated many times. For each query, ``3 * k`` chunk hits are requested, so that ``k`` distinct
+    documents remain after a document's later chunks are dropped.
+
+    Args:
+        pipeline: a :class:`ragkit.Pipeline`, or any object with ``__len__``, ``add`` and
+            ``search_many(queries, k=, mode=, candidates=)``.
+        dataset: the test collection.
+        modes: the search modes to compare, one report row each.
+        k: how many documents each query retrieves; MRR and MAP are cut there.
+        ks: cut-offs for nDCG and Recall, each <= ``k``.
+        candidates: passed to ``search_many`` (first-stage depth; ``None`` is the pipeline's default).
+        batch_size: queries per ``search_many`` call.
+        ignore_identical_ids: drop a hit whose document id equals the query id, as BEIR does
+            (ArguAna and Quora contain the queries as documents).
+        show_progress: a progress bar; ``None`` shows it only on a terminal.
+
+    Returns:
+        An :class:`EvaluationReport` with one row per mode.
+
+    Example:
+        >>> report = evaluate(pipe, dataset, modes=("lexical", "dense", "hybrid"))  # doctest: +SKIP
+        >>> report.row("hybrid").metrics["ndcg@10"]                                 # doctest: +SKIP
+    """
+    if not isinstance(dataset, RetrievalDataset):
+        raise InputTypeError(f"dataset must be a RetrievalDataset, got {type(dataset).__name__}")
+    if isinstance(modes, str):
+        raise InputTypeError("modes must be a sequence of str, not a single str: wrap it as (mode,)")
+    modes = list(modes)
+    if not modes or not all(isinstance(m, str) for m in modes):
+        raise InvalidInputError(f"modes must be a non-empty sequence of str, got {modes!r}")
+    k, ks = _check_ks(k, ks)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+
+    index_seconds = None
+    if len(pipeline) == 0:
+        logger.info("evaluate: adding %d documents of %s", len(dataset.corpus), dataset.name)
+        start = time.perf_counter()
+        pipeline.add(dataset.corpus)
+        index_seconds = time.perf_counter() - start
+
+    query_ids = [q for q, rels in dataset.qrels.items() if any(r > 0 for r in rels.values())]
+    if not query_ids:
+        raise InvalidInputError(f"{dataset.name} has no query with a relevant document")
+    texts = [dataset.queries[q] for q in query_ids]
+
+    from tqdm.auto import tqdm
+
+    rows = []
+    for mode in modes:
+        run: dict[str, list[str]] = {}
+        seconds = 0.0
+        bar = tqdm(total=len(texts), desc=f"evaluate {mode}", disable=_disable(show_progress), unit="q")
+        for batch_ids, batch_texts in _batches(query_ids, texts, batch_size):
+            start = time.perf_counter()
+            results = pipeline.search_many(
+                batch_texts, k=k * _CHUNK_OVERSAMPLING, mode=mode, candidates=candidates
+            )
+            seconds += time.perf_counter() - start
+            if len(results) != len(batch_texts):
+                raise InvalidInputError(f"search_many returned {len(results)} results for {len(batch_texts)}")
+            for qid, hits in zip(batch_ids, results, strict=True):
+                docs = [h.doc_id for h in hits if not (ignore_identical_ids and h.doc_id == qid)]
+                run[qid] = _unique(docs)[:k]
+            bar.update(len(batch_texts))
+        bar.close()
+        metrics = evaluate_run(run, dataset.qrels, k=k, ks=ks)
+        rows.append(EvaluationRow(name=mode, metrics=metrics, queries=len(query_ids), seconds=seconds))
+        logger.info("evaluate %s on %s: %s", mode, dataset.name, metrics)
+    return EvaluationReport(
+        dataset=dataset.name, documents=len(dataset.corpus), k=k, rows=rows, index_seconds=index_seconds
+    )
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _unique(ranked: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for d in ranked:
+        if d not in seen:
+            seen.add(d)
+            out.append(d)
+    return out
+
+
+def _check_cutoff(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidInputError(f"a cut-off k must be an int >= 1, got {k!r}")
+    return k
+
+
+def _check_ks(k: Any, ks: Any) -> tuple[int, list[int]]:
+    k = _check_cutoff(k)
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, Iterable):
+        raise InputTypeError(f"ks must be a sequence of int, got {type(ks).__name__}")
+    cutoffs = sorted({_check_cutoff(c) for c in ks})
+    if not cutoffs:
+        raise InvalidInputError("ks must name at least one cut-off")
+    if cutoffs[-1] > k:
+        raise InvalidInputError(f"cut-off {cutoffs[-1]} exceeds k={k}: retrieve at least as many documents")
+    return k, cutoffs
+
+
+def _disable(show_progress: bool | None) -> bool | None:
+    # tqdm's disable=None means "only on a terminal".
+    return None if show_progress is None else not show_progress
+
+
+def _batches(ids: list[str], texts: list[str], size: int) -> Iterator[tuple[list[str], list[str]]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size], texts[start : start + size]
+
+
+def _assemble(
+    name: str, corpus: list[Document], queries: Mapping[str, str], qrels: dict[str, dict[str, int]]
+) -> RetrievalDataset:
+    unknown = [q for q in qrels if q not in queries]
+    if unknown:
+        raise ConfigError(
+            f"qrels judge {len(unknown)} queries that the queries file lacks, e.g. {unknown[:3]}"
+        )
+    kept = {q: queries[q] for q in qrels}
+    logger.info(
+        "%s: %d documents, %d of %d queries have judgements", name, len(corpus), len(kept), len(queries)
+    )
+    return RetrievalDataset(name=name, corpus=corpus, queries=kept, qrels=qrels)
+
+
+def _row_id(row: Mapping[str, Any]) -> str:
+    value = row.get("_id", row.get("id"))
+    if value is None:
+        raise ConfigError(f"a row has neither '_id' nor 'id': {dict(row)!r:.200}")
+    return str(value)
+
+
+def _beir_document(row: Mapping[str, Any]) -> Document:
+    title = str(row.get("title") or "").strip()
+    body = str(row.get("text") or "")
+    metadata = dict(row.get("metadata") or {}) if isinstance(row.get("metadata"), Mapping) else {}
+    if title:
+        metadata["title"] = title
+    text = f"{title}\n\n{body}" if title and body else title or body
+    return Document(id=_row_id(row), text=text, metadata=metadata)
+
+
+def _first_existing(root: Path, names: list[str]) -> Path:
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"none of {names} in {root}")
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{n}: not a JSON line: {e}") from e
+
+
+def _read_text(path: Path) -> str:
+    # Old collections predate UTF-8; Latin-1 reads any byte.
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _smart_file(root: Path, suffix: str) -> Path:
+    found = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.upper() == suffix)
+    if len(found) != 1:
+        raise FileNotFoundError(f"expected one *{suffix} file in {root}, found {[p.name for p in found]}")
+    return found[0]
+
+
+_SMART_FIELD = re.compile(r"^\.([A-Z])(?:\s+(.*))?$")
+
+
+def _parse_smart(path: Path) -> list[tuple[str, dict[str, list[str]]]]:
+    records: list[tuple[str, dict[str, list[str]]]] = []
+    field: list[str] | None = None
+    for line in _read_text(path).splitlines():
+        m = _SMART_FIELD.match(line.rstrip())
+        if m:
+            tag, rest = m.group(1), (m.group(2) or "").strip()
+            if tag == "I":
+                if not rest:
+                    raise ConfigError(f"{path}: a '.I' line without an id")
+                records.append((rest, {}))
+                field = None
+                continue
+            if not records:
+                raise ConfigError(f"{path}: field .{tag} before the first '.I' record")
+            field = records[-1][1].setdefault(tag, [])
+            if rest:
+                field.append(rest)
+        elif field is not None:
+            field.append(line)
+    return records
+
+
+def _join_lines(lines: list[str]) -> str:
+    return " ".join(" ".join(lines).split())
