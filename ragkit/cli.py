@@ -1,0 +1,228 @@
+"""The ``ragkit`` command: ``index``, ``search``, ``eval``, ``serve`` and ``demo``.
+
+Example:
+    $ ragkit index docs/*.md --out my-index/
+    $ ragkit search my-index/ "how do I rotate the keys?" -k 5
+    $ ragkit search my-index/ "rotate keys" --json | jq '.hits[0].text'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from ragkit.errors import RagkitError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("ragkit")
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
+
+
+def _read_documents(paths: Sequence[str]) -> Iterator[Any]:
+    """Documents from text/markdown files (id = relative path) and JSONL files (id, text, metadata)."""
+    from ragkit.types import Document
+
+    for raw in paths:
+        path = Path(raw)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if not file.exists():
+                raise RagkitError(f"{file}: no such file")
+            if file.suffix == ".jsonl":
+                with open(file, encoding="utf-8") as f:
+                    for n, line in enumerate(f, 1):
+                        if not line.strip():
+                            continue
+                        try:
+                            record = json.loads(line)
+                        except ValueError as e:
+                            raise RagkitError(f"{file}:{n}: not valid JSON: {e}") from e
+                        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                            raise RagkitError(
+                                f"{file}:{n}: each line needs a JSON object with a 'text' string"
+                            )
+                        yield Document(**{k: record[k] for k in ("id", "text", "metadata") if k in record})
+            elif file.suffix.lower() in TEXT_SUFFIXES or path == file:
+                text = file.read_text(encoding="utf-8", errors="replace")
+                yield Document(id=str(file), text=text, metadata={"path": str(file), "suffix": file.suffix})
+
+
+def _embedder(name: str, dim: int | None) -> Any:
+    from ragkit.demo import load_embedder
+
+    return load_embedder(name, dim=dim)
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from ragkit.pipeline import Pipeline
+
+    out = Path(args.out)
+    if (out / "manifest.json").exists():
+        pipe = Pipeline.load(
+            out, embedder=_embedder(args.embedder, args.dim) if args.embedder != "auto" else None
+        )
+    else:
+        pipe = Pipeline(_embedder(args.embedder, args.dim))
+    result = pipe.add(_read_documents(args.paths), show_progress=not args.quiet)
+    pipe.save(out)
+    print(
+        f"{out}: {len(pipe)} documents, {pipe.store.count_chunks()} chunks "
+        f"(+{result.added} new, {result.updated} updated, {result.unchanged} unchanged, "
+        f"{result.embedded} chunks embedded)"
+    )
+    pipe.close()
+    return 0
+
+
+def _print_hits(results: Any, stream: TextIO) -> None:
+    width = 100
+    print(f"query: {results.query}", file=stream)
+    if not results:
+        print("  (no hits)", file=stream)
+    for hit in results:
+        snippet = " ".join(hit.text.split())
+        if len(snippet) > width:
+            snippet = snippet[: width - 1] + "…"
+        print(f"  {hit.rank:>2}. {hit.score:7.4f}  {hit.doc_id}  [{hit.start}:{hit.end}]", file=stream)
+        print(f"      {snippet}", file=stream)
+    timing = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in results.timings.items())
+    print(f"  ({timing})", file=stream)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from ragkit.pipeline import Pipeline
+
+    flt = None
+    if args.filter:
+        try:
+            flt = json.loads(args.filter)
+        except ValueError as e:
+            raise RagkitError(f'--filter must be JSON, e.g. \'{{"lang": "en"}}\': {e}') from e
+    embedder = None if args.embedder == "auto" else _embedder(args.embedder, None)
+    pipe = Pipeline.load(args.index, embedder=embedder, read_only=True)
+    results = pipe.search(args.query, k=args.k, mode=args.mode, filter=flt, candidates=args.candidates)
+    if args.json:
+        payload = {
+            "query": results.query,
+            "timings": results.timings,
+            "hits": [h.model_dump() for h in results],
+        }
+        json.dump(payload, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        _print_hits(results, sys.stdout)
+    pipe.close()
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ragkit.evaluation import evaluate, load_dataset
+    from ragkit.pipeline import Pipeline
+
+    dataset = load_dataset(args.dataset)
+    reranker = None
+    if args.reranker:
+        from ragkit.rerankers import Qwen3Reranker
+
+        reranker = Qwen3Reranker(args.reranker)
+    pipe = Pipeline(_embedder(args.embedder, args.dim), reranker=reranker)
+    pipe.add(dataset.corpus, show_progress=not args.quiet)
+    report = evaluate(pipe, dataset, modes=[m.strip() for m in args.modes.split(",") if m.strip()], k=args.k)
+    print(report.to_markdown() if args.markdown else report)
+    pipe.close()
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
+    from ragkit.server import serve_main
+
+    return serve_main(rest)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ragkit.demo import run_demo
+
+    return run_demo(embedder=args.embedder, reranker=args.reranker, offline=args.offline)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ragkit", description="Retrieval for RAG: index, search, evaluate, serve."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what ragkit does")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "index", help="index text/markdown files or JSONL (id, text, metadata) into a directory"
+    )
+    p.add_argument("paths", nargs="+", help="files or directories (.txt, .md, .rst, .jsonl)")
+    p.add_argument("--out", required=True, help="the index directory (created, or updated when it exists)")
+    p.add_argument(
+        "--embedder", default="auto", help="hub id, local directory, or 'auto' (Qwen3 0.6B, else MiniLM)"
+    )
+    p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension of a Qwen3 embedder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="search an index directory")
+    p.add_argument("index", help="the index directory")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5, help="how many hits (default 5)")
+    p.add_argument("--mode", default="dense", choices=["dense", "lexical", "hybrid"])
+    p.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"lang": "en"}\'')
+    p.add_argument("--candidates", type=int, default=None, help="first-stage depth before reranking")
+    p.add_argument("--embedder", default="auto", help="'auto' rebuilds the embedder saved with the index")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("eval", help="evaluate retrieval on a BEIR or SMART (e.g. CISI) dataset directory")
+    p.add_argument(
+        "dataset", help="a BEIR directory (corpus.jsonl, queries.jsonl, qrels/) or a SMART collection"
+    )
+    p.add_argument("--embedder", default="auto")
+    p.add_argument("--dim", type=int, default=None)
+    p.add_argument("--reranker", default=None, help="a Qwen3-Reranker hub id or directory")
+    p.add_argument("--modes", default="dense,lexical,hybrid")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "serve", help="OpenAI-compatible /v1/embeddings, /v1/rerank and /v1/search", add_help=False
+    )
+    p.set_defaults(func=None)
+
+    p = sub.add_parser("demo", help="index ragkit's own documentation and answer a few questions")
+    p.add_argument("--embedder", default="auto", help="hub id, local directory, or 'auto'")
+    p.add_argument("--reranker", default="auto", help="hub id, local directory, 'auto' or 'none'")
+    p.add_argument("--offline", action="store_true", help="do not try the model hub")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ragkit`` console script (also ``python -m ragkit``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if argv and argv[0] == "serve":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return _cmd_serve(argparse.Namespace(), argv[1:])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except RagkitError as e:
+        print(f"ragkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

