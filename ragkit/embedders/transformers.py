@@ -1,0 +1,788 @@
+"""Local embedders on transformers + torch: any Hugging Face encoder, and the Qwen3-Embedding preset.
+
+Inputs are tokenised once, sorted by token length and packed into batches under a token budget, so a
+corpus of mostly short texts with a few long ones wastes almost nothing on padding; results come back
+in input order. torch and transformers are imported when an embedder is built, never at import time.
+
+Example:
+    >>> from ragkit.embedders import Qwen3Embedder  # doctest: +SKIP
+    >>> emb = Qwen3Embedder("Qwen/Qwen3-Embedding-0.6B", dim=256)  # doctest: +SKIP
+    >>> emb.embed_queries(["what is ragkit?"]).shape  # doctest: +SKIP
+    (1, 256)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragkit._deps import require
+from ragkit.embedders.base import DEFAULT_QWEN3_TASK, canonical_model_name, check_texts, l2_normalize
+from ragkit.errors import ConfigError, InputTooLongError, InputTypeError, InvalidInputError, RagkitWarning
+
+__all__ = ["QWEN3_QUERY_TEMPLATE", "Qwen3Embedder", "TransformersEmbedder"]
+
+logger = logging.getLogger("ragkit")
+
+QWEN3_QUERY_TEMPLATE = "Instruct: {instruction}\nQuery:{text}"
+"""The query format of the Qwen3-Embedding model card; documents are embedded bare."""
+
+_POOLINGS = ("auto", "last", "mean", "cls")
+_ON_TRUNCATE = ("warn", "error", "ignore")
+_QUANTIZE = (None, "int8")
+
+# sentence-transformers pooling modes that ragkit computes, by their names in 1_Pooling/config.json.
+_ST_POOLING = {"lasttoken": "last", "mean": "mean", "cls": "cls"}
+_ST_LEGACY_POOLING = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+# Model families whose last-token embeddings are defined on inputs ending in <|endoftext|> (the Qwen3-
+# Embedding reference; gte-Qwen2 follows the same rule). Data, not code: add a family here.
+_END_OF_TEXT = {"qwen2": "<|endoftext|>", "qwen3": "<|endoftext|>"}
+
+# Token budget per batch (padded tokens) when max_batch_tokens is not given. On CPU, throughput is flat
+# from about 4k tokens on and smaller batches keep the attention working set in cache; on a GPU larger
+# batches keep the device busy, and an out-of-memory batch is re-split anyway.
+_DEFAULT_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536}
+_FALLBACK_BATCH_TOKENS = 16384
+
+# Above this many batches a progress bar appears by default (when stderr is a terminal).
+_PROGRESS_MIN_BATCHES = 8
+
+_SLOT = re.compile(r"\{(text|instruction)\}")
+
+
+def _fill(template: str, text: str, instruction: str | None) -> str:
+    # One pass, so braces inside the text or the instruction are never read as placeholders.
+    return _SLOT.sub(lambda m: text if m.group(1) == "text" else (instruction or ""), template)
+
+
+def _check_template(template: str | None, what: str) -> str | None:
+    if template is None:
+        return None
+    if not isinstance(template, str):
+        raise ConfigError(f"{what} must be a str holding '{{text}}', got {type(template).__name__}")
+    if "{text}" not in template:
+        raise ConfigError(f"{what}={template!r} has no '{{text}}' placeholder")
+    return template
+
+
+def _positive_int(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive int or None, got {value!r}")
+    return value
+
+
+class _Layout:
+    """What a sentence-transformers directory says: module folder, pooling, normalisation, lengths."""
+
+    def __init__(self) -> None:
+        self.present = False
+        self.subfolder = ""
+        self.pooling: str | None = None
+        self.normalize = False
+        self.max_seq_length: int | None = None
+        self.do_lower_case = False
+        self.prompts: dict[str, str] = {}
+
+
+def _fetch(model: str, filename: str, revision: str | None, local_files_only: bool) -> Path | None:
+    """The local path of ``filename`` in a model directory or hub repo, or ``None`` when it has none."""
+    if Path(model).is_dir():
+        path = Path(model) / filename
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+    )
+
+    try:
+        return Path(hf_hub_download(model, filename, revision=revision, local_files_only=local_files_only))
+    except (EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled, HFValidationError):
+        # Absent, or not in the cache while offline: loading the weights below gives the real error.
+        return None
+
+
+def _read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _read_layout(model: str, revision: str | None, local_files_only: bool) -> _Layout:
+    layout = _Layout()
+    modules_path = _fetch(model, "modules.json", revision, local_files_only)
+    if modules_path is None:
+        return layout
+    layout.present = True
+    for module in _read_json(modules_path):
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        folder = str(module.get("path", "")).strip("/")
+        if kind == "Transformer":
+            layout.subfolder = folder
+            cfg_name = f"{folder}/sentence_bert_config.json" if folder else "sentence_bert_config.json"
+            cfg_path = _fetch(model, cfg_name, revision, local_files_only)
+            if cfg_path is not None:
+                cfg = _read_json(cfg_path)
+                layout.max_seq_length = cfg.get("max_seq_length")
+                layout.do_lower_case = bool(cfg.get("do_lower_case", False))
+        elif kind == "Pooling":
+            cfg_path = _fetch(model, f"{folder}/config.json", revision, local_files_only)
+            cfg = _read_json(cfg_path) if cfg_path is not None else {}
+            mode = cfg.get("pooling_mode")
+            if mode is None:
+                active = [m for k, m in _ST_LEGACY_POOLING.items() if cfg.get(k)]
+                mode = active if len(active) != 1 else active[0]
+            if isinstance(mode, list) and len(mode) == 1:
+                mode = mode[0]
+            if not isinstance(mode, str) or mode not in _ST_POOLING:
+                raise ConfigError(
+                    f"{model}: sentence-transformers pooling {mode!r} is not supported; ragkit computes "
+                    f"{sorted(_ST_POOLING)} (pass pooling='last', 'mean' or 'cls' to override)"
+                )
+            layout.pooling = _ST_POOLING[mode]
+        elif kind == "Normalize":
+            layout.normalize = True
+        else:
+            # A Dense or other module changes the vectors; ignoring it would give silently wrong ones.
+            raise ConfigError(
+                f"{model}: the sentence-transformers module {module.get('type')!r} is not supported by "
+                "TransformersEmbedder (it handles Transformer, Pooling and Normalize)"
+            )
+    st_path = _fetch(model, "config_sentence_transformers.json", revision, local_files_only)
+    if st_path is not None:
+        prompts = _read_json(st_path).get("prompts") or {}
+        layout.prompts = {k: v for k, v in prompts.items() if isinstance(v, str)}
+    return layout
+
+
+def _is_decoder(config: Any) -> bool:
+    """A causal language model (last-token pooling) rather than a bidirectional encoder."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = getattr(config, "model_type", "")
+    return (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    )
+
+
+class TransformersEmbedder:
+    """Embed texts with a local Hugging Face model: token-budget batches, exact pooling, L2 norm.
+
+    Args:
+        model: a hub id or a local directory (a plain transformers checkpoint or a
+            sentence-transformers layout).
+        pooling: ``"last"`` (hidden state of the last token, left padding), ``"mean"`` (over real
+            tokens) or ``"cls"`` (first token). ``"auto"`` reads the sentence-transformers layout when
+            the directory has one (``modules.json``, ``1_Pooling/config.json``), else uses ``"last"``
+            for decoder models (Qwen3 and other causal LMs) and ``"mean"`` for encoders.
+        dim: keep the first ``dim`` components (Matryoshka), then re-normalise. ``None``: all.
+        normalize: L2-normalise the vectors. ``None``: as the sentence-transformers layout says (a
+            ``Normalize`` module), ``True`` for a plain checkpoint.
+        device: ``"auto"`` (CUDA, then MPS, then CPU), or a torch device string.
+        dtype: ``"auto"`` (bf16 on GPU, float32 on CPU), ``"float32"``, ``"bfloat16"`` or ``"float16"``
+            (GPU only).
+        max_length: tokens per input, special tokens included; longer inputs are truncated. ``None``:
+            ``max_seq_length`` of the sentence-transformers layout, else the model's limit. Values over
+            the model's position limit are lowered to it.
+        max_batch_tokens: padded tokens per batch (batch size x longest input). ``None``: 8192 on CPU,
+            65536 on CUDA. On CUDA out-of-memory the batch is re-split with half the budget.
+        query_template: how queries are written, with ``{text}`` and optionally ``{instruction}``.
+            ``None``: the layout's ``"query"`` prompt when it has one, else the bare text.
+        document_template: the same for documents.
+        instruction: the task sentence that fills ``{instruction}`` in the query template.
+        quantize: ``"int8"`` for int8 dynamic quantisation of the linear layers (torchao) on CPU:
+            about 2.4x faster there, vectors within about 0.99 cosine of float32; the fingerprint
+            records it, so int8 and float32 vectors are never mixed in one index.
+        revision: the hub revision (branch, tag or commit) to load.
+        local_files_only: never contact the hub; use the local cache or directory.
+        show_progress: a tqdm bar over texts. ``None``: shown when a call makes more than 8 batches
+            and stderr is a terminal.
+        on_truncate: what to do when a text is longer than ``max_length``: ``"warn"`` (a
+            :class:`~ragkit.errors.RagkitWarning` saying how many), ``"error"``
+            (:class:`~ragkit.errors.InputTooLongError`, raised before any computation) or
+            ``"ignore"``. Truncation keeps the special tokens, including the end-of-text token.
+
+    Example:
+        >>> emb = TransformersEmbedder("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
+        >>> emb.pooling, emb.dim, emb.max_length  # doctest: +SKIP
+        ('mean', 384, 256)
+        >>> emb.embed_documents(["hello", ""]).shape  # doctest: +SKIP
+        (2, 384)
+    """
+
+    #: The smallest ``dim`` accepted (Qwen3-Embedding was trained for 32 and up).
+    min_dim = 1
+    # The token every input must end with, whatever the model type says (the Qwen3 preset sets it).
+    _end_of_text: str | None = None
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        pooling: str = "auto",
+        dim: int | None = None,
+        normalize: bool | None = None,
+        device: str | Any = "auto",
+        dtype: str | Any = "auto",
+        max_length: int | None = None,
+        max_batch_tokens: int | None = None,
+        query_template: str | None = None,
+        document_template: str | None = None,
+        instruction: str | None = None,
+        quantize: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        show_progress: bool | None = None,
+        on_truncate: str = "warn",
+    ) -> None:
+        if not isinstance(model, (str, os.PathLike)):
+            raise ConfigError(f"model must be a hub id or a directory, got {type(model).__name__}")
+        if pooling not in _POOLINGS:
+            raise ConfigError(f"unknown pooling {pooling!r}: use one of {list(_POOLINGS)}")
+        if on_truncate not in _ON_TRUNCATE:
+            raise ConfigError(f"unknown on_truncate {on_truncate!r}: use one of {list(_ON_TRUNCATE)}")
+        if quantize not in _QUANTIZE:
+            raise ConfigError(f"unknown quantize {quantize!r}: use None or 'int8'")
+        if instruction is not None and not isinstance(instruction, str):
+            raise InputTypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
+            raise ConfigError(f"dim must be an int or None, got {dim!r}")
+        max_length = _positive_int(max_length, "max_length")
+        max_batch_tokens = _positive_int(max_batch_tokens, "max_batch_tokens")
+        query_template = _check_template(query_template, "query_template")
+        document_template = _check_template(document_template, "document_template")
+
+        from ragkit._torch import attn_implementation, resolve_device, resolve_dtype, torch_module
+
+        torch = torch_module("local embedders")
+        require("transformers", purpose="local embedders")
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        local = Path(os.fspath(model)).expanduser()
+        self._model_ref = str(local.resolve()) if local.is_dir() else os.fspath(model)
+        self._revision = revision
+        self._quantize = quantize
+        self._on_truncate = on_truncate
+        self._show_progress = show_progress
+
+        layout = _read_layout(self._model_ref, revision, local_files_only)
+        hub_kwargs: dict[str, Any] = {"revision": revision, "local_files_only": local_files_only}
+        if layout.subfolder:
+            hub_kwargs["subfolder"] = layout.subfolder
+        config = AutoConfig.from_pretrained(self._model_ref, **hub_kwargs)
+
+        # Pooling, normalisation and templates: explicit > sentence-transformers layout > model kind.
+        if pooling == "auto":
+            pooling = layout.pooling or ("last" if _is_decoder(config) else "mean")
+        self._pooling = pooling
+        self._normalize = (
+            bool(normalize) if normalize is not None else (layout.normalize or not layout.present)
+        )
+        if query_template is None and layout.prompts.get("query"):
+            query_template = layout.prompts["query"] + "{text}"
+        if document_template is None and layout.prompts.get("document"):
+            document_template = layout.prompts["document"] + "{text}"
+        self._query_template = query_template or "{text}"
+        self._document_template = document_template or "{text}"
+        self._instruction = instruction
+        self._lower_case = layout.do_lower_case
+        if "{instruction}" in self._query_template and instruction is None:
+            raise ConfigError(f"query_template {self._query_template!r} needs an instruction")
+        if "{instruction}" in self._document_template:
+            raise ConfigError("document_template cannot hold '{instruction}': documents take no instruction")
+
+        self._native_dim = int(config.hidden_size)
+        if dim is not None and not self.min_dim <= dim <= self._native_dim:
+            raise ConfigError(
+                f"dim={dim} is out of range for {self._model_ref}: use {self.min_dim}..{self._native_dim}"
+            )
+        self._dim = dim if dim is not None else self._native_dim
+
+        # Device and dtype. int8 is a CPU path: torchao's dynamic int8 kernels are CPU/VNNI-fast.
+        if quantize == "int8":
+            if device in (None, "auto"):
+                device = "cpu"
+            self._device = resolve_device(device)
+            if self._device.type != "cpu":
+                raise ConfigError(f"quantize='int8' runs on CPU; got device={device!r} (use bf16 on GPUs)")
+            self._dtype = resolve_dtype(dtype, self._device)
+            if self._dtype != torch.float32:
+                raise ConfigError(f"quantize='int8' starts from float32 weights; got dtype={dtype!r}")
+        else:
+            self._device = resolve_device(device)
+            self._dtype = resolve_dtype(dtype, self._device)
+        self._max_batch_tokens = max_batch_tokens or _DEFAULT_BATCH_TOKENS.get(
+            self._device.type, _FALLBACK_BATCH_TOKENS
+        )
+
+        self._tokenizer = AutoTokenizer.from_pretrained(self._model_ref, **hub_kwargs)
+        self._init_tokens(config, max_length if max_length is not None else layout.max_seq_length)
+
+        impl = attn_implementation(self._device)
+        if impl == "flash_attention_2" and self._dtype not in (torch.float16, torch.bfloat16):
+            impl = "sdpa"  # flash-attention kernels exist for 16-bit types only
+        try:
+            net = AutoModel.from_pretrained(
+                self._model_ref, dtype=self._dtype, attn_implementation=impl, **hub_kwargs
+            )
+        except (ValueError, ImportError) as e:
+            if impl == "eager":
+                raise
+            logger.info(
+                "%s does not support attn_implementation=%r (%s); using eager attention", model, impl, e
+            )
+            impl = "eager"
+            net = AutoModel.from_pretrained(
+                self._model_ref, dtype=self._dtype, attn_implementation=impl, **hub_kwargs
+            )
+        self._attn = impl
+        net = net.to(self._device).eval()
+        if quantize == "int8":
+            torchao = require("torchao", purpose="quantize='int8'")
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+            torchao.quantization.quantize_(net, Int8DynamicActivationInt8WeightConfig())
+        self._net = net
+        import inspect
+
+        params = inspect.signature(net.forward).parameters
+        # Left-padded rows get explicit positions 0..n-1, as when each text runs alone.
+        self._pass_positions = self._padding_left and "position_ids" in params
+        self._pass_no_cache = "use_cache" in params
+
+    # -- tokens -------------------------------------------------------------------------------------------
+
+    def _init_tokens(self, config: Any, max_length: int | None) -> None:
+        """Find the special tokens the tokenizer adds, apply the end-of-text rule, settle max_length."""
+        tok = self._tokenizer
+        probe = "ragkit probe: 1 2 3"
+        bare = tok(probe, add_special_tokens=False)["input_ids"]
+        full = tok(probe)["input_ids"]
+        start = next((i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare), None)
+        if not bare or start is None:
+            raise ConfigError(
+                f"{self._model_ref}: cannot locate the text inside the tokenizer's output "
+                "(its post-processor rewrites the text), so truncation cannot be done exactly"
+            )
+        self._prefix = list(full[:start])
+        self._suffix = list(full[start + len(bare) :])
+
+        # The end-of-text rule (Qwen3-Embedding): the last token of every input is <|endoftext|>. Tokenizers
+        # whose post-processor appends it keep it through truncation here because the suffix is re-added
+        # after cutting the text; for the others ragkit appends it.
+        self._extra: list[int] = []
+        eot = self._end_of_text
+        if eot is None and self._pooling == "last":
+            eot = _END_OF_TEXT.get(getattr(config, "model_type", ""))
+        if eot is not None:
+            eot_id = tok.convert_tokens_to_ids(eot)
+            if eot_id is None or tok.convert_ids_to_tokens(eot_id) != eot:
+                raise ConfigError(f"{self._model_ref}: the tokenizer has no {eot!r} token")
+            if self._suffix[-1:] != [eot_id]:
+                self._extra = [eot_id]
+
+        self._padding_left = self._pooling == "last"
+        pad = tok.pad_token_id
+        if pad is None:
+            pad = tok.eos_token_id if tok.eos_token_id is not None else 0
+        self._pad_id = int(pad)
+        # An empty text with no special tokens would be a zero-length input: give it one token.
+        self._empty_id = tok.eos_token_id if tok.eos_token_id is not None else self._pad_id
+
+        limits = [int(getattr(config, "max_position_embeddings", 0) or 0)]
+        model_max = getattr(tok, "model_max_length", None)
+        if isinstance(model_max, int) and 0 < model_max < 10**7:
+            limits.append(model_max)
+        limit = min((x for x in limits if x > 0), default=None)
+        if max_length is None:
+            max_length = limit or 512
+        elif limit is not None and max_length > limit:
+            logger.info(
+                "%s: max_length=%d lowered to the model's limit %d", self._model_ref, max_length, limit
+            )
+            max_length = limit
+        self._max_length = int(max_length)
+        self._budget = self._max_length - len(self._prefix) - len(self._suffix) - len(self._extra)
+        if self._budget < 1:
+            raise ConfigError(
+                f"max_length={self._max_length} leaves no room for text after the special tokens"
+            )
+
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], int]:
+        """Token ids with special tokens, cut to max_length; and how many texts were cut."""
+        if self._lower_case:
+            texts = [t.lower() for t in texts]
+        bodies = self._tokenizer(
+            texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False
+        )["input_ids"]
+        head, tail, budget = self._prefix, self._suffix + self._extra, self._budget
+        out: list[list[int]] = []
+        cut = 0
+        for ids in bodies:
+            if len(ids) > budget:
+                cut += 1
+                ids = ids[:budget]
+            seq = head + ids + tail if head or tail else list(ids)
+            out.append(seq or [self._empty_id])
+        return out, cut
+
+    # -- public surface ---------------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        """The size of the vectors returned.
+
+        Example:
+            >>> emb.dim  # doctest: +SKIP
+            1024
+        """
+        return self._dim
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per input, special tokens included; longer inputs are truncated.
+
+        Example:
+            >>> emb.max_length  # doctest: +SKIP
+            8192
+        """
+        return self._max_length
+
+    @property
+    def appends_end_token(self) -> bool:
+        """Whether ragkit appends ``<|endoftext|>`` itself because the tokenizer does not.
+
+        Example:
+            >>> emb.appends_end_token  # doctest: +SKIP
+            False
+        """
+        return bool(self._extra)
+
+    @property
+    def pooling(self) -> str:
+        """The resolved pooling: ``"last"``, ``"mean"`` or ``"cls"``.
+
+        Example:
+            >>> emb.pooling  # doctest: +SKIP
+            'last'
+        """
+        return self._pooling
+
+    @property
+    def normalize(self) -> bool:
+        """Whether vectors are L2-normalised.
+
+        Example:
+            >>> emb.normalize  # doctest: +SKIP
+            True
+        """
+        return self._normalize
+
+    @property
+    def instruction(self) -> str | None:
+        """The default task sentence for queries.
+
+        Example:
+            >>> emb.instruction  # doctest: +SKIP
+            'Given a web search query, retrieve relevant passages that answer the query'
+        """
+        return self._instruction
+
+    @property
+    def device(self) -> Any:
+        """The torch device the model runs on.
+
+        Example:
+            >>> emb.device  # doctest: +SKIP
+            device(type='cpu')
+        """
+        return self._device
+
+    @property
+    def dtype(self) -> Any:
+        """The torch dtype of the weights (float32 before int8 quantisation).
+
+        Example:
+            >>> emb.dtype  # doctest: +SKIP
+            torch.float32
+        """
+        return self._dtype
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """What makes two vector sets comparable: model, dim, pooling, normalisation, templates.
+
+        ``max_length``, device and dtype are left out; int8 quantisation is recorded
+        (``"quantize": "int8"``) because it moves the vectors.
+
+        Example:
+            >>> emb.fingerprint["model"], emb.fingerprint["dim"]  # doctest: +SKIP
+            ('qwen3-embedding-0.6b', 1024)
+        """
+        fp: dict[str, Any] = {
+            "model": canonical_model_name(self._model_ref),
+            "dim": self._dim,
+            "pooling": self._pooling,
+            "normalize": self._normalize,
+            "query_template": self._query_template,
+            "document_template": self._document_template,
+            "instruction": self._instruction,
+        }
+        if self._quantize is not None:
+            fp["quantize"] = self._quantize
+        return fp
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON-able ``class`` and keyword arguments that rebuild this embedder.
+
+        Device, dtype, batch size and progress display are left out: they belong to the machine that
+        loads it. The settings are the resolved ones, so the rebuilt embedder has the same fingerprint.
+
+        Example:
+            >>> spec = emb.spec()  # doctest: +SKIP
+            >>> spec["class"]  # doctest: +SKIP
+            'ragkit.embedders.TransformersEmbedder'
+        """
+        return {"class": f"ragkit.embedders.{type(self).__name__}", **self._spec_kwargs()}
+
+    def _spec_kwargs(self) -> dict[str, Any]:
+        return {
+            "model": self._model_ref,
+            "pooling": self._pooling,
+            "dim": self._dim,
+            "normalize": self._normalize,
+            "max_length": self._max_length,
+            "query_template": self._query_template,
+            "document_template": self._document_template,
+            "instruction": self._instruction,
+            "quantize": self._quantize,
+            "revision": self._revision,
+            "on_truncate": self._on_truncate,
+        }
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` takes as a document, special tokens included, before truncation.
+
+        A chunk with ``count_tokens(chunk) <= max_length`` is never truncated.
+
+        Example:
+            >>> emb.count_tokens("hello world")  # doctest: +SKIP
+            3
+        """
+        if not isinstance(text, str):
+            raise InputTypeError(f"text must be a str, got {type(text).__name__}")
+        text = _fill(self._document_template, text, None)
+        if self._lower_case:
+            text = text.lower()
+        n = len(self._tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"])
+        return max(1, n + len(self._prefix) + len(self._suffix) + len(self._extra))
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed documents (the document template, no instruction).
+
+        Returns:
+            float32 array of shape ``(len(texts), dim)``, C-contiguous, rows L2-normalised when
+            ``normalize``.
+
+        Example:
+            >>> emb.embed_documents(["Paris is the capital of France.", ""]).shape  # doctest: +SKIP
+            (2, 1024)
+        """
+        items = check_texts(texts)
+        return self._embed([_fill(self._document_template, t, None) for t in items])
+
+    def embed_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
+        """Embed queries with the query template; ``instruction`` overrides the task for this call.
+
+        Example:
+            >>> emb.embed_queries(["capital of France?"], instruction="Find it").shape  # doctest: +SKIP
+            (1, 1024)
+        """
+        items = check_texts(texts)
+        if instruction is not None:
+            if not isinstance(instruction, str):
+                raise InputTypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
+            if "{instruction}" not in self._query_template:
+                raise InvalidInputError(
+                    f"this embedder's query template {self._query_template!r} takes no instruction"
+                )
+        task = instruction if instruction is not None else self._instruction
+        return self._embed([_fill(self._query_template, t, task) for t in items])
+
+    def __repr__(self) -> str:
+        quant = f", quantize={self._quantize!r}" if self._quantize else ""
+        return (
+            f"{type(self).__name__}({self._model_ref!r}, pooling={self._pooling!r}, dim={self._dim}, "
+            f"max_length={self._max_length}, device={str(self._device)!r}, dtype={self._dtype}{quant})"
+        )
+
+    # -- the forward pass ----------------------------------------------------------------------------------
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        from ragkit._torch import pack_by_tokens, run_with_oom_retry
+
+        if not texts:
+            return np.empty((0, self._dim), dtype=np.float32)
+        ids, cut = self._tokenize(texts)
+        if cut:
+            message = (
+                f"{cut} of {len(texts)} texts exceed max_length={self._max_length} tokens and were truncated"
+            )
+            if self._on_truncate == "error":
+                raise InputTooLongError(message + " (on_truncate='error')")
+            if self._on_truncate == "warn":
+                warnings.warn(message, RagkitWarning, stacklevel=3)
+        lengths = [len(x) for x in ids]
+        batches = pack_by_tokens(lengths, self._max_batch_tokens)
+        show = self._show_progress
+        if show is None:
+            show = len(batches) > _PROGRESS_MIN_BATCHES and sys.stderr.isatty()
+        pooled = np.empty((len(texts), self._native_dim), dtype=np.float32)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(texts), disable=not show, unit="text", desc="embedding") as bar:
+            runs = run_with_oom_retry(
+                batches, lengths, lambda b: self._forward([ids[i] for i in b]), self._max_batch_tokens
+            )
+            for batch, vectors in runs:
+                pooled[batch] = vectors
+                bar.update(len(batch))
+        out = pooled[:, : self._dim]
+        out = l2_normalize(out) if self._normalize else out
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def _forward(self, seqs: list[list[int]]) -> np.ndarray:
+        """Pad one batch (left for last-token pooling, right otherwise), run the model, pool."""
+        import torch
+
+        n, width = len(seqs), max(len(s) for s in seqs)
+        input_ids = np.full((n, width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for row, seq in enumerate(seqs):
+            if self._padding_left:
+                input_ids[row, width - len(seq) :] = seq
+                mask[row, width - len(seq) :] = 1
+            else:
+                input_ids[row, : len(seq)] = seq
+                mask[row, : len(seq)] = 1
+        dev = self._device
+        inputs: dict[str, Any] = {
+            "input_ids": torch.from_numpy(input_ids).to(dev),
+            "attention_mask": torch.from_numpy(mask).to(dev),
+        }
+        if self._pass_positions:
+            positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+            inputs["position_ids"] = torch.from_numpy(positions).to(dev)
+        if self._pass_no_cache:
+            inputs["use_cache"] = False
+        with torch.inference_mode():
+            hidden = self._net(**inputs).last_hidden_state
+            if self._pooling == "last":
+                vec = hidden[:, -1]
+            elif self._pooling == "cls":
+                vec = hidden[:, 0]
+            else:
+                m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                vec = (hidden * m).sum(dim=1, dtype=torch.float32) / m.sum(dim=1, dtype=torch.float32).clamp(
+                    min=1
+                )
+            return vec.float().cpu().numpy()
+
+
+class Qwen3Embedder(TransformersEmbedder):
+    """Qwen3-Embedding (0.6B / 4B / 8B) exactly as its model card computes it.
+
+    A preset of :class:`TransformersEmbedder`: last-token pooling with left padding, every input ending
+    in ``<|endoftext|>`` (appended when the tokenizer does not, kept through truncation), queries
+    written ``"Instruct: {instruction}\\nQuery:{text}"``, documents bare, L2-normalised.
+
+    Args:
+        model: a hub id or a local directory of a Qwen3-Embedding model.
+        dim: Matryoshka size in ``[32, native]`` (native: 1024 / 2560 / 4096); the first ``dim``
+            components are kept and re-normalised.
+        instruction: the default task of queries; ``None`` means the model card's default,
+            ``DEFAULT_QWEN3_TASK``. ``embed_queries(texts, instruction=...)`` overrides it per call.
+        max_length: tokens per input including ``<|endoftext|>`` (8192; lowered to the model's limit).
+        device, dtype, max_batch_tokens, quantize, revision, local_files_only, show_progress,
+        on_truncate: as in :class:`TransformersEmbedder`.
+
+    Example:
+        >>> emb = Qwen3Embedder("Qwen/Qwen3-Embedding-0.6B", dim=256)  # doctest: +SKIP
+        >>> q = emb.embed_queries(["What is the capital of China?"])  # doctest: +SKIP
+        >>> d = emb.embed_documents(["The capital of China is Beijing."])  # doctest: +SKIP
+        >>> float(q @ d.T) > 0.5  # doctest: +SKIP
+        True
+    """
+
+    min_dim = 32
+    _end_of_text = "<|endoftext|>"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = "Qwen/Qwen3-Embedding-0.6B",
+        *,
+        dim: int | None = None,
+        instruction: str | None = DEFAULT_QWEN3_TASK,
+        device: str | Any = "auto",
+        dtype: str | Any = "auto",
+        max_length: int = 8192,
+        max_batch_tokens: int | None = None,
+        quantize: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        show_progress: bool | None = None,
+        on_truncate: str = "warn",
+    ) -> None:
+        super().__init__(
+            model,
+            pooling="last",
+            dim=dim,
+            normalize=True,
+            device=device,
+            dtype=dtype,
+            max_length=max_length,
+            max_batch_tokens=max_batch_tokens,
+            query_template=QWEN3_QUERY_TEMPLATE,
+            document_template="{text}",
+            instruction=DEFAULT_QWEN3_TASK if instruction is None else instruction,
+            quantize=quantize,
+            revision=revision,
+            local_files_only=local_files_only,
+            show_progress=show_progress,
+            on_truncate=on_truncate,
+        )
+
+    def _spec_kwargs(self) -> dict[str, Any]:
+        return {
+            "model": self._model_ref,
+            "dim": self._dim,
+            "instruction": self._instruction,
+            "max_length": self._max_length,
+            "quantize": self._quantize,
+            "revision": self._revision,
+            "on_truncate": self._on_truncate,
+        }
