@@ -25,6 +25,11 @@ logger = logging.getLogger("ragkit")
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 
 
+def _say(text: str = "", stream: TextIO | None = None) -> None:
+    """Write a line of the command's output (commands talk to the terminal; the library logs)."""
+    (stream or sys.stdout).write(text + "\n")
+
+
 def _read_documents(paths: Sequence[str]) -> Iterator[Any]:
     """Documents from text/markdown files (id = relative path) and JSONL files (id, text, metadata)."""
     from ragkit.types import Document
@@ -72,7 +77,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         pipe = Pipeline(_embedder(args.embedder, args.dim))
     result = pipe.add(_read_documents(args.paths), show_progress=not args.quiet)
     pipe.save(out)
-    print(
+    _say(
         f"{out}: {len(pipe)} documents, {pipe.store.count_chunks()} chunks "
         f"(+{result.added} new, {result.updated} updated, {result.unchanged} unchanged, "
         f"{result.embedded} chunks embedded)"
@@ -83,17 +88,17 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 def _print_hits(results: Any, stream: TextIO) -> None:
     width = 100
-    print(f"query: {results.query}", file=stream)
+    _say(f"query: {results.query}", stream)
     if not results:
-        print("  (no hits)", file=stream)
+        _say("  (no hits)", stream)
     for hit in results:
         snippet = " ".join(hit.text.split())
         if len(snippet) > width:
             snippet = snippet[: width - 1] + "…"
-        print(f"  {hit.rank:>2}. {hit.score:7.4f}  {hit.doc_id}  [{hit.start}:{hit.end}]", file=stream)
-        print(f"      {snippet}", file=stream)
+        _say(f"  {hit.rank:>2}. {hit.score:7.4f}  {hit.doc_id}  [{hit.start}:{hit.end}]", stream)
+        _say(f"      {snippet}", stream)
     timing = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in results.timings.items())
-    print(f"  ({timing})", file=stream)
+    _say(f"  ({timing})", stream)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -115,7 +120,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             "hits": [h.model_dump() for h in results],
         }
         json.dump(payload, sys.stdout, ensure_ascii=False, indent=2)
-        print()
+        _say()
     else:
         _print_hits(results, sys.stdout)
     pipe.close()
@@ -135,7 +140,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     pipe = Pipeline(_embedder(args.embedder, args.dim), reranker=reranker)
     pipe.add(dataset.corpus, show_progress=not args.quiet)
     report = evaluate(pipe, dataset, modes=[m.strip() for m in args.modes.split(",") if m.strip()], k=args.k)
-    print(report.to_markdown() if args.markdown else report)
+    _say(report.to_markdown() if args.markdown else str(report))
     pipe.close()
     return 0
 
@@ -222,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RagkitError as e:
-        print(f"ragkit {args.command}: error: {e}", file=sys.stderr)
+        _say(f"ragkit {args.command}: error: {e}", sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import HashEmbedder
+
+from ragkit import Pipeline, RecursiveChunker
+from ragkit.cli import _read_documents, main
+
+
+def test_read_documents_from_text_and_jsonl(tmp_path):
+    (tmp_path / "a.md").write_text("# Title\n\nSome text.", encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text(
+        json.dumps({"id": "x", "text": "from jsonl", "metadata": {"k": 1}})
+        + "\n\n"
+        + json.dumps({"text": "no id"}),
+        encoding="utf-8",
+    )
+    docs = {d.id: d for d in _read_documents([str(tmp_path)])}
+    assert docs["x"].metadata == {"k": 1}
+    assert docs[str(tmp_path / "a.md")].text.startswith("# Title")
+    assert len(docs) == 3
+
+
+def test_bad_jsonl_line_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "bad.jsonl").write_text('{"text": 1}\n', encoding="utf-8")
+    assert (
+        main(["index", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "idx"), "--embedder", "minilm"])
+        == 2
+    )
+    assert "bad.jsonl:1" in capsys.readouterr().err
+
+
+def _saved_index(tmp_path):
+    pipe = Pipeline(HashEmbedder(), chunker=RecursiveChunker(200, 20))
+    pipe.add(
+        [
+            {"id": "a", "text": "cats purr softly", "metadata": {"lang": "en"}},
+            {"id": "b", "text": "dogs bark loudly", "metadata": {"lang": "de"}},
+        ]
+    )
+    pipe.save(tmp_path / "idx")
+    pipe.close()
+    return tmp_path / "idx"
+
+
+def test_search_prints_a_table_and_json(tmp_path, capsys, monkeypatch):
+    path = _saved_index(tmp_path)
+    # The test embedder is not a ragkit class, so the CLI cannot rebuild it from the manifest:
+    monkeypatch.setattr("ragkit.cli._embedder", lambda name, dim: HashEmbedder())
+    assert main(["search", str(path), "cats purr", "-k", "1", "--embedder", "hash"]) == 0
+    out = capsys.readouterr().out
+    assert "1." in out and "[a]" not in out and "a  [0:16]" in out
+    assert (
+        main(["search", str(path), "dogs", "--json", "--embedder", "hash", "--filter", '{"lang": "de"}']) == 0
+    )
+    payload = json.loads(capsys.readouterr().out)
+    assert [h["doc_id"] for h in payload["hits"]] == ["b"]
+
+
+def test_python_dash_m_ragkit_shows_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "ragkit", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "index" in out.stdout and "search" in out.stdout and "demo" in out.stdout

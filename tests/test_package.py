@@ -1,0 +1,144 @@
+"""The public surface and the quality bar: pinned __all__, light import, no print, no pickle, ruff."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ragkit
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "ragkit"
+
+PUBLIC = [
+    "AuthenticationError",
+    "BadRequestError",
+    "Chunk",
+    "ConfigError",
+    "Document",
+    "Hit",
+    "IndexMismatchError",
+    "InputTooLongError",
+    "InputTypeError",
+    "IntegrityError",
+    "InvalidInputError",
+    "LockError",
+    "MissingDependencyError",
+    "Pipeline",
+    "RagkitError",
+    "RagkitWarning",
+    "RateLimitError",
+    "ReadOnlyError",
+    "RecursiveChunker",
+    "RemoteError",
+    "SearchResults",
+    "UnavailableError",
+    "__version__",
+]
+
+
+def test_all_is_pinned_sorted_and_resolvable():
+    assert ragkit.__all__ == PUBLIC
+    assert ragkit.__all__ == sorted(ragkit.__all__)
+    for name in ragkit.__all__:
+        assert getattr(ragkit, name) is not None
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        (
+            "ragkit.embedders",
+            ["DEFAULT_QWEN3_TASK", "Embedder", "OpenAIEmbedder", "Qwen3Embedder", "TransformersEmbedder"],
+        ),
+        ("ragkit.rerankers", ["Qwen3Reranker", "RemoteReranker", "Reranker", "rerank"]),
+        ("ragkit.index", ["FaissIndex", "PgVectorIndex", "VectorIndex"]),
+    ],
+)
+def test_subpackage_surfaces(module, names):
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert mod.__all__ == names == sorted(names)
+    for name in names:
+        assert getattr(mod, name) is not None
+
+
+def _run(code: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_import_needs_no_heavy_dependency():
+    heavy = ("torch", "transformers", "faiss", "bm25s", "fastapi", "psycopg", "datasets")
+    out = _run(
+        "import sys, ragkit, ragkit.embedders, ragkit.rerankers, ragkit.index; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    assert out == "[]"
+
+
+def test_missing_optional_dependency_names_the_extra():
+    out = _run(
+        "import sys; sys.modules['torch'] = None\n"
+        "from ragkit.errors import MissingDependencyError\n"
+        "from ragkit.embedders import Qwen3Embedder\n"
+        "try:\n"
+        "    Qwen3Embedder('Qwen/Qwen3-Embedding-0.6B')\n"
+        "except MissingDependencyError as e:\n"
+        "    print(e)\n"
+    )
+    assert "pip install 'ragkit[local]'" in out
+
+
+def _library_files() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_no_print_in_library_code():
+    offenders = []
+    for path in _library_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_no_pickle_anywhere_in_the_library():
+    offenders = []
+    for path in _library_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            if any(n.split(".")[0] in ("pickle", "cPickle", "dill", "joblib") for n in names):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            if isinstance(node, ast.keyword) and node.arg == "allow_pickle":
+                if not (isinstance(node.value, ast.Constant) and node.value.value is False):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.value.lineno} allow_pickle")
+    assert not offenders, offenders
+
+
+def test_py_typed_marker_ships():
+    assert (PACKAGE / "py.typed").exists()
+
+
+@pytest.mark.skipif(
+    shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(),
+    reason="ruff not installed",
+)
+def test_ruff_is_clean():
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    proc = subprocess.run(
+        [ruff, "check", "--quiet", "ragkit", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
