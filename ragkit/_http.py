@@ -316,7 +316,7 @@ class HTTPClient:
         key_hint: appended to authentication errors (for example the environment variable read).
         timeout: seconds for each of connect, read and write.
         retry: the retry policy.
-        max_connections: the connection pool size; at least the caller's concurrency.
+        max_connections: the least connection pool size (100 or more; keep-alive for this many).
 
     Example:
         >>> client = HTTPClient("http://localhost:8000/v1", provider="vllm")
@@ -345,7 +345,10 @@ class HTTPClient:
         self._headers = {"Accept": "application/json", "User-Agent": "ragkit"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._limits = httpx.Limits(max_connections=max(max_connections, 1), max_keepalive_connections=None)
+        # Sized for many callers at once (a chatbot backend's worker threads), not only one call's batches.
+        self._limits = httpx.Limits(
+            max_connections=max(max_connections, 100), max_keepalive_connections=max(max_connections, 20)
+        )
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
