@@ -406,7 +406,7 @@ def test_custom_provider_preset(api):
     emb = OpenAIEmbedder("m", provider=mine, dim=32)
     emb.embed_documents(["a", "b", "c", "d"])
     assert sorted(len(b["input"]) for b in api.bodies()) == [1, 3]
-    rebuilt = OpenAIEmbedder(**{k: v for k, v in emb.spec().items() if k != "class"})
+    rebuilt = OpenAIEmbedder.from_spec(json.loads(json.dumps(emb.spec())))
     assert rebuilt.spec() == emb.spec()
     with pytest.raises(ConfigError):
         OpenAIEmbedder("m", provider=mine, dim=48)
@@ -469,9 +469,19 @@ def test_spec_and_repr_hold_no_secret(api, monkeypatch):
 
 def test_spec_rebuilds_an_equal_embedder(api):
     emb = make(api, QWEN, dim=128, batch_size=7, instruction="Find code")
-    rebuilt = OpenAIEmbedder(**{k: v for k, v in emb.spec().items() if k != "class"})
+    rebuilt = OpenAIEmbedder.from_spec(emb.spec())
     assert rebuilt.spec() == emb.spec() and rebuilt.fingerprint == emb.fingerprint
     np.testing.assert_array_equal(rebuilt.embed_queries(["q"]), emb.embed_queries(["q"]))
+
+
+def test_pipeline_manifest_round_trip(api):
+    """What Pipeline.save writes for an embedder ({"class", "spec"} through JSON) rebuilds it."""
+    pipeline = pytest.importorskip("ragkit.pipeline")
+    emb = make(api, QWEN, dim=64, provider=Provider("mine", api.url + "/v1", key_required=False, max_batch=3))
+    saved = json.loads(json.dumps({"class": "ragkit.embedders.remote.OpenAIEmbedder", "spec": emb.spec()}))
+    rebuilt = pipeline.build_from_spec(saved)
+    assert isinstance(rebuilt, OpenAIEmbedder) and rebuilt.spec() == emb.spec()
+    assert rebuilt.fingerprint == emb.fingerprint
 
 
 def test_wrong_input_types(api):

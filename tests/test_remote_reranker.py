@@ -237,6 +237,6 @@ def test_spec_has_no_secret_and_rebuilds(api, monkeypatch):
         assert "secret" not in text
     spec = make(api, provider="tei", batch_size=8).spec()
     assert spec["class"] == "ragkit.rerankers.RemoteReranker"
-    rebuilt = RemoteReranker(**{k: v for k, v in spec.items() if k != "class"})
+    rebuilt = RemoteReranker.from_spec(json.loads(json.dumps(spec)))
     assert rebuilt.spec() == spec
     np.testing.assert_array_equal(rebuilt.score(QUERY, DOCS), expected(QUERY, DOCS))

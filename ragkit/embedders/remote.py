@@ -304,6 +304,15 @@ class OpenAIEmbedder:
         inputs, fields = self._query_inputs(check_texts(texts), instruction)
         return await self._aembed(inputs, fields)
 
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> OpenAIEmbedder:
+        """Rebuild from :meth:`spec` (its ``class`` entry is ignored); the key comes from the environment.
+
+        Example:
+            >>> OpenAIEmbedder.from_spec(emb.spec())  # doctest: +SKIP
+        """
+        return cls(**{k: v for k, v in spec.items() if k != "class"})
+
     def close(self) -> None:
         """Close the connection pool. The embedder reopens one if used again."""
         self._http.close()

@@ -188,6 +188,15 @@ class RemoteReranker:
 
         return self._merge(await amap_concurrent(one, self._batches(docs), self._max_concurrency))
 
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> RemoteReranker:
+        """Rebuild from :meth:`spec` (its ``class`` entry is ignored); the key comes from the environment.
+
+        Example:
+            >>> RemoteReranker.from_spec(rr.spec())  # doctest: +SKIP
+        """
+        return cls(**{k: v for k, v in spec.items() if k != "class"})
+
     def close(self) -> None:
         """Close the connection pool. The reranker reopens one if used again."""
         self._http.close()
