@@ -18,7 +18,6 @@ import random
 import re
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -240,7 +239,7 @@ class _Attempts:
                 return delay
         raise self._status_error(response, retry_after)
 
-    def on_error(self, exc: httpx.TransportError) -> float:
+    def on_error(self, exc: httpx.RequestError) -> float:
         self.tries += 1
         provider, url = self.client.provider, self.url
         if isinstance(exc, httpx.UnsupportedProtocol):
@@ -351,9 +350,7 @@ class HTTPClient:
         )
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._aclients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
     def __repr__(self) -> str:
         return f"HTTPClient({self.base_url!r}, provider={self.provider!r})"
@@ -374,6 +371,9 @@ class HTTPClient:
     def _async_client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         with self._lock:
+            # A closed loop's client can no longer be closed properly; dropping it frees its sockets.
+            for old in [old for old in self._aclients if old.is_closed()]:
+                del self._aclients[old]
             client = self._aclients.get(loop)
             if client is None or client.is_closed:
                 client = self._aclients[loop] = httpx.AsyncClient(**self._options())
@@ -391,7 +391,7 @@ class HTTPClient:
         while True:
             try:
                 response = client.post(url, json=payload)
-            except httpx.TransportError as e:
+            except httpx.RequestError as e:
                 delay = attempts.on_error(e)
             else:
                 delay = attempts.on_response(response)
@@ -407,7 +407,7 @@ class HTTPClient:
         while True:
             try:
                 response = await client.post(url, json=payload)
-            except httpx.TransportError as e:
+            except httpx.RequestError as e:
                 delay = attempts.on_error(e)
             else:
                 delay = attempts.on_response(response)

@@ -269,7 +269,10 @@ def resolve_provider(
     if isinstance(provider, Provider):
         preset = provider
     elif isinstance(provider, Mapping):
-        preset = Provider(**provider)
+        try:
+            preset = Provider(**provider)
+        except TypeError as e:
+            raise ConfigError(f"not a provider preset: {e}") from e
     elif isinstance(provider, str):
         if provider not in presets:
             raise ConfigError(f"unknown provider {provider!r}; known: {', '.join(sorted(presets))}")
