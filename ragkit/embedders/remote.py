@@ -314,11 +314,19 @@ class OpenAIEmbedder:
         return cls(**{k: v for k, v in spec.items() if k != "class"})
 
     def close(self) -> None:
-        """Close the connection pool. The embedder reopens one if used again."""
+        """Close the connection pool. The embedder reopens one if used again.
+
+        Example:
+            >>> emb.close()  # doctest: +SKIP
+        """
         self._http.close()
 
     async def aclose(self) -> None:
-        """Close the connection pools, including the current event loop's."""
+        """Close the connection pools, including the current event loop's.
+
+        Example:
+            >>> await emb.aclose()  # doctest: +SKIP
+        """
         await self._http.aclose()
 
     def __enter__(self) -> OpenAIEmbedder:
