@@ -145,6 +145,7 @@ def build_from_spec(saved: Mapping[str, Any]) -> Any:
         raise ConfigError(f"cannot rebuild {path!r}: no such class; pass it explicitly")
     if hasattr(cls, "from_spec"):
         return cls.from_spec(spec)
+    spec.pop("class", None)  # some components name themselves in their own spec as well
     return cls(**spec)
 
 
