@@ -50,7 +50,7 @@ __all__ = ["RecursiveChunker"]
 
 logger = logging.getLogger("ragkit")
 
-# Boundary kinds, strongest first; they index RecursiveChunker's per-kind tables.
+# Boundary kinds, strongest first; they index _Split.by_kind.
 _PARAGRAPH, _LINE, _SENTENCE, _WORD = 0, 1, 2, 3
 _KINDS = (_PARAGRAPH, _LINE, _SENTENCE, _WORD)
 
@@ -165,12 +165,14 @@ class RecursiveChunker:
         size = default_size if chunk_size is None else _check_int(chunk_size, "chunk_size")
         if size < 1:
             raise ConfigError(f"chunk_size must be >= 1, got {size}")
-        if max_length is not None and size > max_length:
+        capped = max_length is not None and size > max_length
+        if capped:
             logger.debug("chunk_size %d capped at max_length %d", size, max_length)
             size = max_length
         ov = size // overlap_ratio if overlap is None else _check_int(overlap, "overlap")
         if not 0 <= ov < size:
-            raise ConfigError(f"overlap must be in [0, chunk_size={size}), got {ov}")
+            why = f" (chunk_size is capped at max_length={max_length})" if capped else ""
+            raise ConfigError(f"overlap must be in [0, chunk_size={size}), got {ov}{why}")
         self.chunk_size: int = size
         self.overlap: int = ov
         self.max_length: int | None = max_length
@@ -273,7 +275,7 @@ class _Split:
             self.by_kind[kind].append(i)
         self.Q = self._estimates()
         # Characters per unit in this text: where to aim when a long text must be counted in parts.
-        self.density = (self.E[-1] - self.A[0]) / max(self.Q[-1], 1) if self.A else 1.0
+        self.density = min((self.E[-1] - self.A[0]) / max(self.Q[-1], 1), 32.0) if self.A else 1.0
 
     def _kinds(self) -> list[int]:
         text, A, E = self.text, self.A, self.E

@@ -335,6 +335,17 @@ def test_combining_characters_and_emoji():
     check_invariants(text, spans, len, 7, 2)
 
 
+def test_a_character_over_chunk_size_becomes_its_own_chunk(caplog):
+    def count(text):  # an emoji costs 4 units, like the bytes of a byte-level BPE
+        return sum(4 if ord(ch) > 0xFFFF else 1 for ch in text)
+
+    text = "ab 👍 cd"
+    with caplog.at_level("WARNING", logger="ragkit"):
+        spans = RecursiveChunker(2, 0, count=count).split(text)
+    assert texts_of(spans, text) == ["ab", "👍", "cd"]
+    assert "exceeds chunk_size=2" in caplog.text
+
+
 def test_token_counter_with_special_tokens_still_bounds_chunks():
     class Embedder:  # count_tokens counts [CLS] and [SEP] too
         max_length = 12
