@@ -543,6 +543,10 @@ def evaluate(
     evaluated many times. For each query, ``3 * k`` chunk hits are requested, so that ``k`` distinct
     documents remain after a document's later chunks are dropped.
 
+    ``queries_per_second`` times the ``search_many`` calls only. A pipeline caches query embeddings,
+    so every mode after the first one that embeds the queries runs with warm embeddings: for
+    comparable timings, build the pipeline with ``query_cache_size=0``.
+
     Args:
         pipeline: a :class:`ragkit.Pipeline`, or any object with ``__len__``, ``add`` and
             ``search_many(queries, k=, mode=, candidates=)``.

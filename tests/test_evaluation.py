@@ -413,3 +413,34 @@ def test_report_renderings():
     assert report.to_dict()["rows"][0]["metrics"] == {"ndcg@10": 0.41234, "mrr@10": 0.5}
     with pytest.raises(KeyError, match="dense"):
         report.row("hybrid")
+
+
+def test_evaluate_a_real_pipeline_counts_documents_not_chunks():
+    from conftest import HashEmbedder
+
+    from ragkit.chunking import RecursiveChunker
+    from ragkit.pipeline import Pipeline
+
+    # "long" is cut into six chunks that all outrank "short" for "lighthouse", in every mode.
+    long_text = " ".join(["lighthouse lighthouse lighthouse beacon."] * 6)
+    corpus = [
+        Document(id="long", text=long_text),
+        Document(id="short", text="a lighthouse stands on the cape near the old harbour town"),
+        Document(id="bread", text="sourdough bread needs flour water salt"),
+        Document(id="chess", text="the knight moves in an L shape on the chessboard"),
+    ]
+    dataset = RetrievalDataset(
+        name="toy",
+        corpus=corpus,
+        queries={"q1": "lighthouse", "q2": "sourdough bread flour", "q3": "knight chessboard"},
+        qrels={"q1": {"long": 1, "short": 1}, "q2": {"bread": 1}, "q3": {"chess": 1}},
+    )
+    with Pipeline(HashEmbedder(dim=256), chunker=RecursiveChunker(60, 0)) as pipe:
+        report = evaluate(pipe, dataset, modes=("lexical", "dense", "hybrid"), k=3, ks=(2, 3))
+        assert len(pipe) == 4 and pipe.store.count_chunks() > 5
+        assert report.index_seconds is not None
+    for mode in ("lexical", "dense", "hybrid"):
+        metrics = report.row(mode).metrics
+        # 9 chunk hits were asked for; without de-duplication q1's top 2 would be two chunks of "long".
+        assert metrics["recall@2"] == pytest.approx(1.0), mode
+        assert metrics["mrr@3"] == pytest.approx(1.0), mode
