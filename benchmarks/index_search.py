@@ -148,7 +148,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=100_000, help="database vectors")
     p.add_argument("--dim", type=int, default=1024)
-    p.add_argument("--centres", type=int, default=None, help="mixture components (default n // 100)")
+    p.add_argument("--centres", type=int, default=None, help="mixture components (default n // 1000)")
     p.add_argument("--queries", type=int, default=1000, help="queries searched as one batch")
     p.add_argument("--single", type=int, default=200, help="queries searched one at a time")
     p.add_argument("--k", type=int, default=10)
@@ -167,7 +167,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
     rng = np.random.default_rng(args.seed)
-    centres = args.centres or max(10, args.n // 100)
+    centres = args.centres or max(10, args.n // 1000)
     x = mixture(args.n + args.queries, args.dim, centres, rng)
     xb, q = x[: args.n], x[args.n :]
     q1 = q[: args.single]

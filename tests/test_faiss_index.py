@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import threading
 from pathlib import Path
@@ -429,21 +430,29 @@ def test_concurrent_searches_with_a_writer(data, kind):
     lookup = dict(zip(ids.tolist(), range(len(ids)), strict=True))
     errors: list[BaseException] = []
     done = threading.Event()
+    seen = set()
 
     def writer():
         try:
             for start in range(400, N, 200):
                 index.add(ids[start : start + 200], xb[start : start + 200])
+                seen.add(index.active_kind)
                 index.delete(ids[start - 400 : start - 200])
+                seen.add(index.active_kind)
         except BaseException as e:  # noqa: BLE001 - reported by the test body
             errors.append(e)
         finally:
             done.set()
 
+    overlapping = []
+
     def reader(seed: int):
         rng = np.random.default_rng(seed)
         try:
-            while not done.is_set():
+            for it in itertools.count():
+                if done.is_set() and it >= 5:
+                    break
+                overlapping.append(not done.is_set())
                 allowed = rng.choice(ids, 50, replace=False) if rng.random() < 0.5 else None
                 sub = q[rng.integers(0, len(q), 4)]
                 scores, got = index.search(sub, 10, allowed_ids=allowed)
@@ -465,6 +474,8 @@ def test_concurrent_searches_with_a_writer(data, kind):
     for t in threads:
         t.join(timeout=120)
     assert not errors, errors[0]
+    assert sum(overlapping) >= 8, "the readers never ran alongside the writer"
+    assert seen == ({"flat", "hnsw"} if kind == "auto" else {"ivf"})
     deleted = ids[: N - 400]  # the writer deleted every batch but the last two
     np.testing.assert_array_equal(index.ids(), ids[N - 400 :])
     _, got = index.search(q, 100)
