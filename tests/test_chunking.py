@@ -438,6 +438,14 @@ def test_count_accepts_tokenizers_and_callables(qwen_tokenizer):
     assert RecursiveChunker(20, 4, count=qwen_tokenizer).split(text) == by_callable
     assert RecursiveChunker(20, 4, count=qwen_tokenizer.backend_tokenizer).split(text) == by_callable
 
+    from tokenizers import Tokenizer
+
+    padded = Tokenizer.from_str(qwen_tokenizer.backend_tokenizer.to_str())
+    padded.enable_padding(length=64)  # saved tokenizers often carry padding and truncation settings
+    padded.enable_truncation(max_length=8)
+    assert RecursiveChunker(20, 4, count=padded).split(text) == by_callable
+    assert padded.padding is not None and padded.truncation is not None  # the user's object is untouched
+
     class PlainEncode:  # sentencepiece-like: encode(text) without add_special_tokens
         def encode(self, text):
             return text.split()
