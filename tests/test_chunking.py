@@ -368,7 +368,7 @@ def test_work_stays_linear_in_the_text(qwen_tokenizer):
     prose = "\n\n".join(" ".join(rng.choice(vocab) for _ in range(rng.randint(5, 120))) for _ in range(60))
     blob = "".join(rng.choice("abcdefgh") for _ in range(6000))
     encode = qwen_tokenizer.encode
-    for text, bound in ((prose, 4), (blob, 40)):
+    for text, bound in ((prose, 3), (blob, 20)):
         read = 0
 
         def count(t):
