@@ -287,15 +287,18 @@ def test_add_rejects_bad_input(make):
 
 @pytest.mark.slow
 def test_hnsw_recall_and_filtered_iterative_scans(make, pg_dsn):
-    """20k clustered vectors (Gaussian mixture, d=384), HNSW m=16, ef_construction=64, ef_search=40."""
+    """20k clustered vectors (Gaussian mixture, d=384), HNSW m=16, ef_construction=64, ef_search=100.
+
+    The mixture of benchmarks/index_search.py (unit spread around n/1000 centres: clusters overlap).
+    """
     import psycopg
     from psycopg import sql
 
-    n, d, n_clusters = 20_000, 384, 50
+    n, d, n_clusters = 20_000, 384, 20
     rng = np.random.default_rng(42)
     centers = rng.normal(size=(n_clusters, d))
-    X = _unit(centers[rng.integers(n_clusters, size=n)] + 0.8 * rng.normal(size=(n, d)))
-    Q = _unit(centers[rng.integers(n_clusters, size=200)] + 0.8 * rng.normal(size=(200, d)))
+    X = _unit(centers[rng.integers(n_clusters, size=n)] + rng.normal(size=(n, d)))
+    Q = _unit(centers[rng.integers(n_clusters, size=200)] + rng.normal(size=(200, d)))
 
     exact = make(dim=d, index="exact")
     for start in range(0, n, 5000):
@@ -347,8 +350,9 @@ def test_hnsw_recall_and_filtered_iterative_scans(make, pg_dsn):
         short = [len(conn.execute(statement, [*params, str(q.tolist())]).fetchall()) for q in Q[:20]]
     assert np.mean(short) < 5
 
-    # An iterative scan capped very low gives up early; the exact fallback still returns k hits.
-    capped = make(index="hnsw", max_scan_tuples=50)
+    # A scan that gives up early (a 10-candidate first batch, no further iterations: ~0.1 matching
+    # rows) comes back short; the exact fallback still returns the k best matching rows.
+    capped = make(index="hnsw", ef_search=10, max_scan_tuples=1)
     _, found = capped.search(Q[:5], 10, filter=flt)
     np.testing.assert_array_equal(found, truth[:5])
     # Fewer matches than k: all of them, then padding.
@@ -600,6 +604,8 @@ def test_replace_vectors_same_and_new_dimension(make):
     np.testing.assert_array_equal(next(store.iter_vectors())[1], new)
     assert store.get_meta("fingerprint") == {"model": "new"}
 
+    elsewhere = make()  # another process, opened while the table held 8 dimensions
+    assert elsewhere.dim == 8
     wider = _unit(rng.normal(size=(len(ids), 12)))
     store.replace_vectors([(ids, wider)], {"fingerprint": {"model": "wider"}})
     assert store.dim == 12
@@ -607,8 +613,10 @@ def test_replace_vectors_same_and_new_dimension(make):
     np.testing.assert_array_equal(next(store.iter_vectors())[1], wider)
     assert _walks_hnsw(make, store, wider[0])
     np.testing.assert_array_equal(store.search(wider, 1)[1][:, 0], ids)
-    stale = make()  # another process still thinking in 8 dimensions gets a clear error
-    assert stale.dim == 12
+    with pytest.raises(IndexMismatchError, match="no longer holds"):
+        elsewhere.search(new[:1], 1)  # still thinking in 8 dimensions: a clear error, then it adapts
+    assert elsewhere.dim == 12
+    np.testing.assert_array_equal(elsewhere.search(wider[:2], 1)[1][:, 0], ids[:2])
 
 
 def test_statement_timeout_is_enforced(make):
