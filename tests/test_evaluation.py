@@ -317,7 +317,7 @@ class FakePipeline:
         self.calls.append((len(queries), k, mode, candidates))
         out = []
         for q in queries:
-            ids = self.rankings[mode][q][:k]
+            ids = self.rankings[mode].get(q, [])[:k]
             hits = [
                 Hit(id=f"{d}#0", doc_id=d, text="", start=0, end=0, score=1.0 / (i + 1), rank=i + 1)
                 for i, d in enumerate(ids)
@@ -343,10 +343,13 @@ def test_evaluate_scores_deduplicated_document_rankings():
     report = evaluate(pipe, DATASET, modes=("dense", "lexical"), k=2, ks=(1, 2), batch_size=2)
     assert [d.id for d in pipe.added] == ["a", "b", "c", "d", "q3"]  # the empty pipeline got the corpus
     assert report.index_seconds is not None and report.index_seconds >= 0
-    # 3 judged queries in batches of 2; 3 * k chunk hits each; candidates passed through as None.
+    # Per mode, one untimed warm-up query, then 3 judged queries in batches of 2; 3 * k chunk hits
+    # each; candidates passed through as None.
     assert pipe.calls == [
+        (1, 6, "dense", None),
         (2, 6, "dense", None),
         (1, 6, "dense", None),
+        (1, 6, "lexical", None),
         (2, 6, "lexical", None),
         (1, 6, "lexical", None),
     ]
