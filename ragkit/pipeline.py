@@ -161,6 +161,10 @@ def _component_spec(obj: Any) -> dict[str, Any] | None:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "spec": _canonical(value)}
 
 
+def _shared_backend(manifest: Mapping[str, Any]) -> bool:
+    return bool((manifest.get("index") or {}).get("shared"))
+
+
 def _rebuild_chunker(saved: Mapping[str, Any], embedder: Any) -> Any:
     """The saved chunker; a token chunker counts with the (possibly new) embedder's tokenizer."""
     from ragkit.chunking import RecursiveChunker
@@ -290,6 +294,13 @@ class Pipeline:
 
             index = FaissIndex()
         self.index = index
+        # A shared backend (PgVectorIndex) is the store, the vector index and the lexical index at once:
+        # nothing is derived locally, so many processes on many machines see the same data.
+        self._shared = bool(getattr(index, "is_store", False))
+        if self._shared:
+            if store is not None and store is not index:
+                raise ConfigError(f"{type(index).__name__} is its own store: pass it as index= only")
+            store = index
         self.lexical = bool(lexical)
         self.batch_size = _check_k(batch_size, "batch_size")
         self.rrf_k = _check_k(rrf_k, "rrf_k")
@@ -332,6 +343,8 @@ class Pipeline:
 
     def _sync_index(self, *, force: bool = False) -> None:
         """Rebuild the vector index from the store when it does not reflect the store's generation."""
+        if self._shared:
+            return
         generation = self.store.generation
         if not force and generation == self._index_generation:
             return
@@ -518,6 +531,8 @@ class Pipeline:
         self._sync_index()
         with self._lock.write():
             write = self.store.write(items)
+            if self._shared:
+                return
             if write.removed_ids:
                 self.index.delete(np.asarray(write.removed_ids, dtype=np.int64))
             if write.added_ids:
@@ -536,7 +551,7 @@ class Pipeline:
         self._sync_index()
         with self._lock.write():
             deleted, removed = self.store.delete_documents(ids)
-            if removed:
+            if removed and not self._shared:
                 self.index.delete(np.asarray(removed, dtype=np.int64))
             self._index_generation = self.store.generation
         return deleted
@@ -644,7 +659,7 @@ class Pipeline:
         k = _check_k(k)
         if mode not in MODES:
             raise InvalidInputError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-        if mode != "dense" and not self.lexical:
+        if mode != "dense" and not self.lexical and not self._shared:
             raise ConfigError(f"mode={mode!r} needs BM25: build the pipeline with lexical=True")
         if candidates is None:
             n = max(50, k) if self.reranker is not None else k
@@ -657,9 +672,12 @@ class Pipeline:
         return k, mode, n
 
     def _dense(
-        self, qvecs: np.ndarray, n: int, allowed: np.ndarray | None
+        self, qvecs: np.ndarray, n: int, allowed: np.ndarray | None, filter: Mapping[str, Any] | None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Vector search for a batch of query vectors: per query (scores, ids) without padding."""
+        if self._shared:  # the backend filters in the same query as the vector search
+            scores, ids = self.index.search(qvecs, n, filter=filter)
+            return [(s[i >= 0], i[i >= 0]) for s, i in zip(scores, ids, strict=True)]
         if allowed is not None and not len(allowed):
             return [(np.zeros(0, np.float32), np.zeros(0, np.int64)) for _ in qvecs]
         with self._lock.read():
@@ -675,14 +693,17 @@ class Pipeline:
         n: int,
         mode: str,
         allowed: np.ndarray | None,
+        filter: Mapping[str, Any] | None,
         timings: dict[str, float],
     ) -> list[Hit]:
         """First-stage retrieval: ``n`` candidates as hits (before reranking and per-doc caps)."""
         lexical: tuple[np.ndarray, np.ndarray] | None = None
         if mode in ("lexical", "hybrid"):
             t = time.perf_counter()
-            bm25 = self._lexical_index()
-            lexical = bm25.search(query, n, allowed_ids=allowed)
+            if self._shared:
+                lexical = self.index.lexical_search(query, n, filter=filter)
+            else:
+                lexical = self._lexical_index().search(query, n, allowed_ids=allowed)
             timings["lexical"] = time.perf_counter() - t
         t = time.perf_counter()
         dense_map = {} if dense is None else {int(i): float(s) for s, i in zip(*dense, strict=True)}
@@ -753,7 +774,7 @@ class Pipeline:
         return out
 
     def _allowed(self, filter: Mapping[str, Any] | None, timings: dict[str, float]) -> np.ndarray | None:
-        if filter is None:
+        if filter is None or self._shared:
             return None
         t = time.perf_counter()
         allowed = self.store.filter_ids(filter)
@@ -835,12 +856,14 @@ class Pipeline:
         dense = None
         if qvecs is not None:
             t = time.perf_counter()
-            dense = self._dense(qvecs, fetch, allowed)
+            dense = self._dense(qvecs, fetch, allowed, filter)
             shared["dense"] = (time.perf_counter() - t) / len(queries)
         results = []
         for i, query in enumerate(queries):
             timings = dict(shared)
-            hits = self._retrieve(query, None if dense is None else dense[i], fetch, mode, allowed, timings)
+            hits = self._retrieve(
+                query, None if dense is None else dense[i], fetch, mode, allowed, filter, timings
+            )
             scores = None
             if self.reranker is not None and hits:
                 hits = hits[:n] if max_per_doc is None else hits
@@ -888,9 +911,9 @@ class Pipeline:
             dense = None
             if qvec is not None:
                 t = time.perf_counter()
-                dense = self._dense(qvec[None, :], fetch, allowed)[0]
+                dense = self._dense(qvec[None, :], fetch, allowed, filter)[0]
                 timings["dense"] = time.perf_counter() - t
-            return self._retrieve(query, dense, fetch, mode, allowed, timings)
+            return self._retrieve(query, dense, fetch, mode, allowed, filter, timings)
 
         hits = await asyncio.to_thread(first_stage)
         scores = None
@@ -983,6 +1006,8 @@ class Pipeline:
         else:
             target = Path(path)
         target.mkdir(parents=True, exist_ok=True)
+        if self._shared:
+            return self._save_shared(target)
         if target.resolve() != (self._directory.resolve() if self._directory else None):
             self._rebind(target)
         _hook("bound")
@@ -1031,6 +1056,32 @@ class Pipeline:
         _fsync_path(target)
         _hook("committed")
         self._remove_stale_files(target, set(files))
+        return target
+
+    def _save_shared(self, target: Path) -> Path:
+        """With a shared backend the data lives there: the directory only records how to reach it."""
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "ragkit_version": _ragkit_version(),
+            "generation": self.store.generation,
+            "counts": {"documents": self.store.count_documents(), "chunks": self.store.count_chunks()},
+            "fingerprint": _canonical(self.embedder.fingerprint),
+            "embedder": _component_spec(self.embedder),
+            "reranker": _component_spec(self.reranker) if self.reranker is not None else None,
+            "chunker": _component_spec(self.chunker),
+            "index": {"spec": _component_spec(self.index), "file": None, "shared": True},
+            "lexical": None,
+            "files": {},
+            "saved_at": time.time(),
+        }
+        tmp = target / (MANIFEST + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target / MANIFEST)
+        _fsync_path(target)
+        self._directory = target
         return target
 
     @staticmethod
@@ -1119,6 +1170,17 @@ class Pipeline:
             embedder = build_from_spec(manifest["embedder"])
         if reranker is None and manifest.get("reranker"):
             reranker = build_from_spec(manifest["reranker"])
+        index_info = manifest.get("index") or {}
+        if index_info.get("shared"):
+            # A shared backend (PostgreSQL): any number of writers, no directory lock, no local files.
+            saved = dict(index_info["spec"])
+            saved["spec"] = {**saved.get("spec", {}), "read_only": read_only}
+            store = kwargs.pop("index", None) or build_from_spec(saved)
+            self = cls.__new__(cls)
+            self._init_loaded(
+                root, manifest, embedder, reranker or None, store, read_only, None, {**kwargs, "index": store}
+            )
+            return self
         lock = None
         if not read_only:
             lock = _DirLock(root)
@@ -1171,7 +1233,7 @@ class Pipeline:
         chunker = kwargs.pop("chunker", None)
         if chunker is None and manifest.get("chunker"):
             chunker = _rebuild_chunker(manifest["chunker"], embedder)
-        kwargs.setdefault("lexical", manifest.get("lexical") is not None)
+        kwargs.setdefault("lexical", manifest.get("lexical") is not None or _shared_backend(manifest))
         self.read_only = read_only
         store.integrity_check()
         stored_fp = store.get_meta("fingerprint")
@@ -1200,6 +1262,8 @@ class Pipeline:
 
     def _load_derived(self, root: Path, manifest: dict[str, Any]) -> None:
         """Load the saved derived indexes when current and intact; otherwise rebuild them lazily."""
+        if self._shared:
+            return
         generation = self.store.generation
         files: dict[str, dict[str, Any]] = manifest.get("files", {})
         current = generation == manifest["generation"]
