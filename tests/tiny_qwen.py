@@ -98,7 +98,8 @@ def build_qwen3(
 
     path = Path(path)
     tok = build_tokenizer(path, eos_postprocessor=eos_postprocessor)
-    config = qwen3_config(len(tok), **overrides)
+    # A vocab_size override (benchmarks: the real 151,936) may exceed the small tokenizer's vocabulary.
+    config = qwen3_config(overrides.pop("vocab_size", len(tok)), **overrides)
     config.pad_token_id = tok.pad_token_id
     config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
     torch.manual_seed(seed)
