@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ragkit.errors import ConfigError, InputTypeError, InvalidInputError, RagkitWarning
 from ragkit.types import Hit
@@ -56,6 +58,7 @@ class ModelCardReference:
         self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
         self.prefix_tokens = self.tokenizer.encode(CARD_PREFIX, add_special_tokens=False)
         self.suffix_tokens = self.tokenizer.encode(CARD_SUFFIX, add_special_tokens=False)
+        self._memo: dict[tuple, float] = {}
 
     @staticmethod
     def format_instruction(instruction, query, doc):
@@ -87,8 +90,11 @@ class ModelCardReference:
     def scores(self, query, docs, *, instruction=None, max_length=8192) -> np.ndarray:
         out = []
         for doc in docs:
-            pairs = [self.format_instruction(instruction, query, doc)]
-            out.extend(self.compute_logits(self.process_inputs(pairs, max_length)))
+            key = (query, doc, instruction, max_length)
+            if key not in self._memo:  # several tests score the same pairs
+                pairs = [self.format_instruction(instruction, query, doc)]
+                self._memo[key] = self.compute_logits(self.process_inputs(pairs, max_length))[0]
+            out.append(self._memo[key])
         return np.array(out)
 
     def prompt_length(self, query, doc, *, instruction=None, max_length=8192) -> int:
@@ -277,6 +283,56 @@ def test_scores_are_probabilities(rr):
     assert np.all((got >= 0) & (got <= 1))
 
 
+# -- batching ------------------------------------------------------------------------------------------
+
+
+def _pack_cost(batches, lengths, overhead):
+    return sum(len(b) * max(lengths[i] for i in b) + overhead for b in batches)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 300), min_size=0, max_size=40),
+    budget=st.integers(1, 4000),
+    extra=st.integers(0, 100),
+    overhead=st.integers(0, 200),
+)
+def test_pack_covers_everything_within_budget_and_beats_greedy(lengths, budget, extra, overhead):
+    from ragkit._torch import pack_by_tokens
+    from ragkit.rerankers.qwen3 import _pack
+
+    batches = _pack(lengths, budget, extra=extra, overhead=overhead)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        widths = [max(1, lengths[i]) for i in b]
+        assert widths == sorted(widths, reverse=True)
+        assert len(b) == 1 or len(b) * (widths[0] + extra) <= budget
+    if lengths:
+        floor = [max(1, n) for n in lengths]
+        greedy = pack_by_tokens([n + extra for n in floor], budget)
+        assert _pack_cost(batches, floor, overhead) <= _pack_cost(greedy, floor, overhead)
+
+
+def test_pack_is_optimal_on_small_inputs():
+    from itertools import combinations
+
+    from ragkit.rerankers.qwen3 import _pack
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        lengths = [int(n) for n in rng.integers(1, 60, size=int(rng.integers(1, 8)))]
+        budget, overhead = int(rng.integers(60, 300)), int(rng.integers(0, 50))
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        best = None
+        for k in range(len(order)):  # every split of the sorted order into runs
+            for cuts in combinations(range(1, len(order)), k):
+                runs = [order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)), strict=True)]
+                if all(len(r) == 1 or len(r) * lengths[r[0]] <= budget for r in runs):
+                    cost = _pack_cost(runs, lengths, overhead)
+                    best = cost if best is None else min(best, cost)
+        assert _pack_cost(_pack(lengths, budget, overhead=overhead), lengths, overhead) == best
+
+
 # -- the convenience surface --------------------------------------------------------------------------
 
 
@@ -413,7 +469,8 @@ def test_import_does_not_load_torch():
 def test_benchmark_quick_run(tmp_path):
     out = tmp_path / "results"
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "rerank_throughput.py"), "--quick", "--out-dir", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "rerank_throughput.py"), "--quick", "--device", "cpu"]
+        + ["--out-dir", str(out)],
         check=True,
         cwd=ROOT,
         timeout=600,

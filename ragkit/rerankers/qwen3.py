@@ -6,7 +6,8 @@ reference code's to float noise. Three things make it faster without changing a 
 * Only the two logits that matter are computed: ``P(yes) = sigmoid(h · (W[yes] - W[no]))`` where ``h`` is
   the last hidden state at the last position, instead of projecting every position onto the 151,936-token
   vocabulary.
-* Prompts are grouped into batches by a token budget, longest first, so padding stays small.
+* Prompts are sorted by length and split into batches under a token budget so as to waste the fewest
+  padded slots (a greedy fill of the budget pads short prompts to the longest one).
 * The candidates of one query share a long token prefix (system prompt, instruction, query). Its key/value
   cache is computed once and only the per-document tails run through the model.
 """
@@ -40,6 +41,9 @@ PROMPT_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 
 # Below this many shared tokens, one extra forward pass and the cache copies cost more than they save.
 _MIN_SHARED_TOKENS = 16
+# What one more forward pass costs, in padded tokens: the fixed work of a pass (kernel launches, cache
+# copies) against the work a padded slot wastes. Rough, and only used to trade batches against padding.
+_PASS_OVERHEAD_TOKENS = {"cuda": 512, "cpu": 64}
 
 
 def format_body(instruction: str, query: str, document: str) -> str:
@@ -75,6 +79,38 @@ def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
         if n == 0:
             break
     return n
+
+
+def _pack(lengths: Sequence[int], budget: int, *, extra: int = 0, overhead: int = 0) -> list[list[int]]:
+    """Batches of item indices, longest first, with the fewest padded tokens plus ``overhead`` per batch.
+
+    A batch is a run of the length-sorted order; it costs ``count * longest + overhead`` and holds
+    ``count * (longest + extra) <= budget`` tokens in memory (``extra``: the shared prefix every row
+    carries in its cache). A single item always fits. Unlike a greedy fill of the budget, this does not put
+    a 40-token tail into a batch padded to 400 because there was room: on a CPU every padded slot costs as
+    much as a real token. Dynamic programming over the sorted order, O(n * largest batch).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    width = np.array([max(1, lengths[i]) for i in order], dtype=np.int64)
+    n = len(order)
+    best = np.zeros(n + 1, dtype=np.int64)
+    start = np.zeros(n + 1, dtype=np.int64)
+    for i in range(1, n + 1):
+        # Candidate batches order[j:i]; the longest item is order[j]. Every width from j on is at least
+        # width[i - 1], so no batch of more than budget // (width[i - 1] + extra) items can fit.
+        most = max(1, budget // int(width[i - 1] + extra))
+        j = np.arange(max(0, i - most), i)
+        count = i - j
+        cost = best[j] + count * width[j] + overhead
+        cost[(count * (width[j] + extra) > budget) & (count > 1)] = np.iinfo(np.int64).max
+        k = int(np.argmin(cost))
+        best[i], start[i] = cost[k], j[k]
+    batches: list[list[int]] = []
+    i = n
+    while i > 0:
+        batches.append(order[int(start[i]) : i])
+        i = int(start[i])
+    return batches[::-1]
 
 
 class Qwen3Reranker:
@@ -373,15 +409,17 @@ class Qwen3Reranker:
 
         return tqdm(total=total, desc="Reranking", unit="doc")
 
-    def _run_batches(self, lengths: list[int], run) -> np.ndarray:
-        """Run ``run(batch) -> logits`` over token-budget batches; return the logits in input order."""
-        from ragkit._torch import pack_by_tokens, run_with_oom_retry
+    def _run_batches(self, lengths: list[int], run, *, extra: int = 0) -> np.ndarray:
+        """Run ``run(batch) -> logits`` over padding-aware batches; return the logits in input order."""
+        from ragkit._torch import run_with_oom_retry
 
         out = np.empty(len(lengths), dtype=np.float64)
-        batches = pack_by_tokens(lengths, self._max_batch_tokens)
+        overhead = _PASS_OVERHEAD_TOKENS.get(self._device.type, _PASS_OVERHEAD_TOKENS["cpu"])
+        batches = _pack(lengths, self._max_batch_tokens, extra=extra, overhead=overhead)
+        memory = [n + extra for n in lengths]  # what an out-of-memory retry re-packs by
         bar = self._progress(len(lengths))
         try:
-            for batch, logits in run_with_oom_retry(batches, lengths, run, self._max_batch_tokens):
+            for batch, logits in run_with_oom_retry(batches, memory, run, self._max_batch_tokens):
                 out[batch] = logits
                 if bar is not None:
                     bar.update(len(batch))
@@ -449,4 +487,4 @@ class Qwen3Reranker:
             return self._logits(out.last_hidden_state[:, -1])
 
         # The budget counts the prefix too: each row of a batch holds its own copy of the prefix cache.
-        return self._run_batches([shared + len(t) for t in tails], run)
+        return self._run_batches([len(t) for t in tails], run, extra=shared)
