@@ -384,13 +384,13 @@ class BM25Index:
 def rrf_fuse(
     rankings: Sequence[Sequence[int]],
     *,
-    k: int = RRF_K,
+    rrf_k: int = RRF_K,
     weights: Sequence[float] | None = None,
 ) -> list[tuple[int, float]]:
-    """Reciprocal-rank fusion: ``score(d) = Σ_i weights[i] / (k + rank_i(d))``, ranks starting at 1.
+    """Reciprocal-rank fusion: ``score(d) = Σ_i weights[i] / (rrf_k + rank_i(d))``, ranks from 1.
 
     A document absent from a ranking gets nothing from it; a repeated id within one ranking counts at
-    its first (best) position only. ``k`` is the RRF constant (:data:`RRF_K` = 60, after Cormack et
+    its first (best) position only. ``rrf_k`` is the RRF constant (:data:`RRF_K` = 60, after Cormack et
     al. 2009), not a result count: every fused id is returned.
 
     Ties in the fused score are broken by the best rank the id reached in any single ranking, then by
@@ -398,18 +398,18 @@ def rrf_fuse(
 
     Args:
         rankings: lists of ids, best first (for example dense and lexical chunk ids).
-        k: the RRF constant, >= 0.
+        rrf_k: the RRF constant, >= 0 (named apart from ``k``, which is a result count everywhere).
         weights: one non-negative weight per ranking; all 1 by default.
 
     Returns:
         ``(id, score)`` pairs, best first.
 
     Example:
-        >>> rrf_fuse([[1, 2], [2, 3]], k=60)  # 2 is in both lists
+        >>> rrf_fuse([[1, 2], [2, 3]], rrf_k=60)  # 2 is in both lists
         [(2, 0.03252247488101534), (1, 0.01639344262295082), (3, 0.016129032258064516)]
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise InvalidInputError(f"k (the RRF constant) must be an int >= 0, got {k!r}")
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, np.integer)) or rrf_k < 0:
+        raise InvalidInputError(f"rrf_k must be an int >= 0, got {rrf_k!r}")
     rankings = list(rankings)
     if weights is None:
         weights = [1.0] * len(rankings)
@@ -432,7 +432,7 @@ def rrf_fuse(
             if doc in seen:
                 continue
             seen.add(doc)
-            scores[doc] = scores.get(doc, 0.0) + weight / (k + rank)
+            scores[doc] = scores.get(doc, 0.0) + weight / (rrf_k + rank)
             best_rank[doc] = min(best_rank.get(doc, rank), rank)
     order = sorted(scores, key=lambda d: (-scores[d], best_rank[d], d))
     return [(d, scores[d]) for d in order]

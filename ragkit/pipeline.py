@@ -711,7 +711,7 @@ class Pipeline:
         if mode == "hybrid":
             from ragkit.lexical import rrf_fuse
 
-            fused = rrf_fuse([list(dense_map), list(lexical_map)], k=self.rrf_k)[:n]
+            fused = rrf_fuse([list(dense_map), list(lexical_map)], rrf_k=self.rrf_k)[:n]
             order = [(vid, score) for vid, score in fused]
         elif mode == "dense":
             order = list(dense_map.items())

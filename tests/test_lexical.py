@@ -258,17 +258,17 @@ def test_rrf_against_hand_computed_scores():
 
 
 def test_rrf_weights_and_k():
-    fused = dict(rrf_fuse([[1, 2], [2, 1]], k=10, weights=[2.0, 0.5]))
+    fused = dict(rrf_fuse([[1, 2], [2, 1]], rrf_k=10, weights=[2.0, 0.5]))
     assert fused[1] == pytest.approx(2 / 11 + 0.5 / 12)
     assert fused[2] == pytest.approx(2 / 12 + 0.5 / 11)
     assert rrf_fuse([[1, 2], [2, 1]], weights=[0, 1])[0][0] == 2
-    assert rrf_fuse([[5]], k=0) == [(5, 1.0)]
+    assert rrf_fuse([[5]], rrf_k=0) == [(5, 1.0)]
     assert rrf_fuse([]) == [] and rrf_fuse([[], []]) == []
 
 
 def test_rrf_ties_and_repeats_are_deterministic():
     # Equal fused scores: the better single rank first, then the smaller id.
-    assert [d for d, _ in rrf_fuse([[9, 3], [5, 3]], k=0)] == [5, 9, 3]  # all three score exactly 1.0
+    assert [d for d, _ in rrf_fuse([[9, 3], [5, 3]], rrf_k=0)] == [5, 9, 3]  # all three score exactly 1.0
     assert rrf_fuse([[6, 5], [5, 6]]) == rrf_fuse([[5, 6], [6, 5]])
     assert [d for d, _ in rrf_fuse([[6, 5], [5, 6]])] == [5, 6]
     # A repeated id counts once, at its best position.
@@ -279,7 +279,7 @@ def test_rrf_ties_and_repeats_are_deterministic():
 
 def test_rrf_bad_inputs():
     with pytest.raises(InvalidInputError):
-        rrf_fuse([[1]], k=-1)
+        rrf_fuse([[1]], rrf_k=-1)
     with pytest.raises(InvalidInputError):
         rrf_fuse([[1], [2]], weights=[1.0])
     with pytest.raises(InvalidInputError):
