@@ -63,7 +63,7 @@ from ragkit._deps import require
 from ragkit.embedders.base import canonical_model_name, truncate_dim
 from ragkit.errors import ConfigError, RagkitError, RemoteError
 
-__all__ = ["BackgroundServer", "create_app", "serve_main"]
+__all__ = ["BackgroundServer", "MIN_DIMENSIONS", "create_app", "load_embedder", "load_reranker", "serve_main"]
 
 logger = logging.getLogger("ragkit")
 
@@ -71,7 +71,7 @@ MIN_DIMENSIONS = 32
 """The smallest ``dimensions`` accepted (Qwen3-Embedding's Matryoshka range starts at 32)."""
 
 _DEFAULTS = {
-    "max_batch_tokens": 8192,
+    "max_batch_tokens": None,  # by device: _DEVICE_BATCH_TOKENS
     "max_queue": 256,
     "batch_wait_ms": 2.0,
     "max_inputs": 2048,
@@ -79,8 +79,11 @@ _DEFAULTS = {
     "max_body_bytes": 8 * 1024 * 1024,
 }
 # The tunable limits of `ragkit serve`: flag, type, help (defaults in _DEFAULTS under the flag's name).
+# Tokens gathered into one model call when max_batch_tokens is not given: a GPU wants big batches, a CPU
+# gains little above a few thousand tokens (the local embedders' own defaults agree).
+_DEVICE_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536}
 _NUMERIC_OPTIONS = (
-    ("--max-batch-tokens", int, "tokens gathered into one model call"),
+    ("--max-batch-tokens", int, "tokens gathered into one model call (default: 8192 on CPU, 65536 on CUDA)"),
     ("--max-queue", int, "requests waiting per model before the server answers 503"),
     ("--batch-wait-ms", float, "milliseconds to wait for more requests when a batch is not full"),
     ("--max-inputs", int, "inputs (or rerank documents) per request"),
@@ -90,6 +93,7 @@ _NUMERIC_OPTIONS = (
 _RETRY_AFTER_S = 1
 _DISCARD_BYTES = 64 * 1024 * 1024  # the most of an oversized body read (and dropped) before an error answer
 _DISCARD_SECONDS = 10.0
+_CLOSE_TIMEOUT_S = 60.0
 _LOADING_RETRY_AFTER_S = 5
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 _SLOT = re.compile(r"\{(text|instruction)\}")
@@ -162,7 +166,8 @@ def load_embedder(
 
     A Qwen3 model (``model_type`` ``"qwen3"`` in its config.json) gets the :class:`Qwen3Embedder`
     preset, any other encoder ``TransformersEmbedder(pooling="auto")``. Over-long inputs are truncated
-    silently (``on_truncate="ignore"``): a server must not warn per request.
+    silently (``on_truncate="ignore"``) and no progress bar is drawn: a server must not warn or draw
+    per request.
 
     Example:
         >>> emb = load_embedder("Qwen/Qwen3-Embedding-0.6B", device="cpu")  # doctest: +SKIP
@@ -177,6 +182,7 @@ def load_embedder(
         "dtype": dtype,
         "max_batch_tokens": max_batch_tokens,
         "on_truncate": "ignore",
+        "show_progress": False,
     }
     if _model_type(ref) == "qwen3":
         return Qwen3Embedder(ref, **options)
@@ -190,7 +196,7 @@ def load_reranker(
     dtype: str = "auto",
     max_batch_tokens: int | None = None,
 ) -> Any:
-    """The local reranker ``ragkit serve`` builds: :class:`Qwen3Reranker` for a Qwen3 model.
+    """The local reranker ``ragkit serve`` builds: :class:`Qwen3Reranker` (no progress bar) for a Qwen3 model.
 
     Raises:
         ConfigError: the model is not a Qwen3 model (the only local reranker ragkit has).
@@ -207,7 +213,9 @@ def load_reranker(
             f"{ref}: model_type {kind!r} is not a Qwen3-Reranker; ragkit serves Qwen3 rerankers locally "
             "(serve other rerankers with vLLM or TEI and use RemoteReranker)"
         )
-    return Qwen3Reranker(ref, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens)
+    return Qwen3Reranker(
+        ref, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens, show_progress=False
+    )
 
 
 def _default_name(source: Any, model: Any) -> str:
@@ -232,6 +240,11 @@ def _default_name(source: Any, model: Any) -> str:
 
 
 # -------------------------------------------------------------------------------------------- batching
+
+
+def _device_budget(model: Any) -> int:
+    device = getattr(getattr(model, "device", None), "type", None)
+    return _DEVICE_BATCH_TOKENS.get(str(device), _DEVICE_BATCH_TOKENS["cpu"])
 
 
 @dataclass(eq=False)
@@ -321,8 +334,19 @@ class _Worker:
                 continue
             self.batches += 1
             self.requests += len(jobs)
+            start = time.perf_counter()
             try:
                 self._execute(jobs)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "ragkit serve: %s: %d requests, %d texts, %d tokens in %.1f ms (%d queued)",
+                        self.name,
+                        len(jobs),
+                        sum(len(j.texts) for j in jobs),
+                        sum(sum(j.tokens or ()) for j in jobs),
+                        (time.perf_counter() - start) * 1000,
+                        len(self._queue),
+                    )
             except Exception as e:  # a bug here must not kill the thread or strand the callers
                 logger.exception("ragkit serve: %s worker failed on a batch", self.name)
                 for job in jobs:
@@ -552,7 +576,7 @@ class _Service:
         api_keys: Sequence[str],
         device: str,
         dtype: str,
-        max_batch_tokens: int,
+        max_batch_tokens: int | None,
         max_queue: int,
         batching: bool,
         batch_wait_ms: float,
@@ -565,8 +589,8 @@ class _Service:
         self._names = list(served_model_names)
         self._keys = [k.encode("utf-8") for k in api_keys]
         self._device, self._dtype = device, dtype
+        self._max_batch_tokens = max_batch_tokens
         self._worker_options = {
-            "max_batch_tokens": max_batch_tokens,
             "max_queue": max_queue,
             "batching": batching,
             "batch_wait": batch_wait_ms / 1000.0,
@@ -617,7 +641,8 @@ class _Service:
             for i, (task, model) in enumerate(built.items()):
                 name = self._names[i] if i < len(self._names) else _default_name(self._sources[task], model)
                 cls = _EmbedWorker if task == "embedding" else _RerankWorker
-                by_task[task] = cls(name, model, **self._worker_options)
+                budget = self._max_batch_tokens or _device_budget(model)
+                by_task[task] = cls(name, model, max_batch_tokens=budget, **self._worker_options)
             workers = list(by_task.values())
             names = [w.name for w in workers]
             if len(set(names)) != len(names):
@@ -650,7 +675,7 @@ class _Service:
         options = {
             "device": self._device,
             "dtype": self._dtype,
-            "max_batch_tokens": self._worker_options["max_batch_tokens"],
+            "max_batch_tokens": self._max_batch_tokens,  # None: the model's own default for its device
         }
         if task == "embedding":
             return load_embedder(source, **options)
@@ -662,7 +687,7 @@ class _Service:
             self.draining = True
             workers, pipeline = self.models, self.pipeline
         for worker in workers:
-            worker.close()
+            worker.close(timeout=_CLOSE_TIMEOUT_S)  # a model call stuck past this must not hang the exit
         if pipeline is not None:
             pipeline.close()
 
@@ -1125,7 +1150,7 @@ def create_app(
     api_keys: Sequence[str] = (),
     device: str = "auto",
     dtype: str = "auto",
-    max_batch_tokens: int = _DEFAULTS["max_batch_tokens"],
+    max_batch_tokens: int | None = None,
     max_queue: int = _DEFAULTS["max_queue"],
     batching: bool = True,
     batch_wait_ms: float = _DEFAULTS["batch_wait_ms"],
@@ -1151,7 +1176,8 @@ def create_app(
         api_keys: accepted bearer keys; empty means no authentication.
         device: the torch device of models built from a name.
         dtype: the torch dtype of models built from a name.
-        max_batch_tokens: tokens gathered into one model call (and the models' own batch budget).
+        max_batch_tokens: tokens gathered into one model call, and the batch budget of models built
+            from a name. ``None``: 8192 on CPU, 65536 on CUDA (the models keep their own defaults).
         max_queue: requests waiting per model; beyond it the server answers 503 with ``retry-after``.
         batching: gather concurrent requests into shared model calls; ``False`` runs one request per
             call (the peer that benchmarks compare against).
@@ -1187,8 +1213,9 @@ def create_app(
     if reranker is not None and not isinstance(reranker, (str, os.PathLike)):
         if not callable(getattr(reranker, "score", None)):
             raise ConfigError("reranker lacks a score(query, documents) method")
+    if max_batch_tokens is not None:
+        _positive(max_batch_tokens, "max_batch_tokens")
     for name, value in (
-        ("max_batch_tokens", max_batch_tokens),
         ("max_queue", max_queue),
         ("max_inputs", max_inputs),
         ("max_input_chars", max_input_chars),
@@ -1409,7 +1436,11 @@ def _parser() -> argparse.ArgumentParser:
     for flag, kind, help_text in _NUMERIC_OPTIONS:
         name = flag.lstrip("-").replace("-", "_")
         p.add_argument(
-            flag, type=kind, default=_DEFAULTS[name], metavar="N", help=f"{help_text} (default: %(default)s)"
+            flag,
+            type=kind,
+            default=_DEFAULTS[name],
+            metavar="N",
+            help=help_text if _DEFAULTS[name] is None else f"{help_text} (default: %(default)s)",
         )
     p.add_argument(
         "--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N, mps (default: auto)"

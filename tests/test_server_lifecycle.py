@@ -59,7 +59,7 @@ class OverlapReranker:
 
     def score(self, query, documents):
         self.log.append((query, list(documents)))
-        time.sleep(0.05)
+        time.sleep(0.2)
         words = set(query.split())
         return np.float32([len(words & set(d.split())) / (1 + len(d.split())) for d in documents])
 
@@ -94,7 +94,7 @@ def embed_payloads(n: int, per_request: int = 2) -> list[dict]:
 
 
 def test_batching_gathers_requests_and_returns_each_its_rows():
-    emb = SlowEmbedder(delay=0.05)
+    emb = SlowEmbedder(delay=0.2)
     payloads = embed_payloads(24, per_request=2)
     with BackgroundServer(create_app(emb, batch_wait_ms=5)) as server:
         responses = post_all(server.url, "/v1/embeddings", payloads)
@@ -118,7 +118,7 @@ def test_without_batching_each_request_is_one_call():
 
 
 def test_batches_respect_the_token_budget():
-    emb = SlowEmbedder(delay=0.05)
+    emb = SlowEmbedder(delay=0.2)
     # No count_tokens on the fake: ~len/4 + 1 tokens, so 40-character texts are 11 tokens, two per batch.
     payloads = [{"input": [f"{i:02d}" + "x" * 38]} for i in range(12)]
     with BackgroundServer(create_app(emb, max_batch_tokens=25, batch_wait_ms=20)) as server:
@@ -191,17 +191,51 @@ def test_rerank_requests_for_one_query_share_a_call():
 # ------------------------------------------------------------------------------------- back-pressure
 
 
+class GatedEmbedder(HashEmbedder):
+    """Holds every call inside the model until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def embed_documents(self, texts):
+        self.entered.set()
+        assert self.gate.wait(30)
+        return self._embed(list(texts))
+
+
 def test_a_full_queue_answers_503_with_retry_after():
-    emb = SlowEmbedder(delay=0.3)
+    emb = GatedEmbedder()
     with BackgroundServer(create_app(emb, batching=False, max_queue=1)) as server:
-        responses = post_all(server.url, "/v1/embeddings", embed_payloads(6))
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(200) >= 2 and statuses.count(503) >= 1
-    assert set(statuses) == {200, 503}
-    for r in responses:
-        if r.status_code == 503:
-            assert r.headers["retry-after"] == "1"
-            assert r.json()["error"]["code"] == "overloaded"
+        worker = server.app.state.ragkit.models[0]
+        results: dict[str, httpx.Response] = {}
+
+        def send(name: str) -> threading.Thread:
+            def call():
+                results[name] = httpx.post(server.url + "/v1/embeddings", json={"input": [name]}, timeout=60)
+
+            thread = threading.Thread(target=call)
+            thread.start()
+            return thread
+
+        try:
+            running = send("running")
+            assert emb.entered.wait(30)  # the first request is inside the model
+            queued = send("queued")
+            deadline = time.monotonic() + 30
+            while len(worker._queue) < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            refused = httpx.post(server.url + "/v1/embeddings", json={"input": ["refused"]}, timeout=30)
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "overloaded"
+            assert "max_queue" in refused.json()["error"]["message"]
+        finally:
+            emb.gate.set()
+        running.join(30)
+        queued.join(30)
+    assert results["running"].status_code == results["queued"].status_code == 200
 
 
 # ---------------------------------------------------------------------------------------- lifecycle
