@@ -321,3 +321,24 @@ def test_missing_torch_names_the_extra(qwen3_embedding_dir):
         "    raise SystemExit('no error')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 900), max_size=60),
+    budget=st.integers(1, 4096),
+    max_padding=st.sampled_from([None, 0.0, 0.1, 0.5]),
+)
+def test_token_budget_packing(lengths, budget, max_padding):
+    from ragkit._torch import pack_by_tokens
+
+    batches = pack_by_tokens(lengths, budget, max_padding=max_padding)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        sizes = [max(1, lengths[i]) for i in batch]
+        assert sizes == sorted(sizes, reverse=True)
+        padded = len(batch) * sizes[0]
+        if len(batch) > 1:
+            assert padded <= budget
+            if max_padding is not None:
+                assert padded - sum(sizes) <= max_padding * padded + 1e-9
