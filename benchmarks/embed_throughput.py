@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--dtype", default="auto", help="auto (float32 on CPU, bf16 on GPU), float32, bfloat16"
     )
     parser.add_argument("--layers", type=int, default=4, help="decoder layers of the random Qwen3 (real: 28)")
-    parser.add_argument("--n-docs", type=int, default=600)
+    parser.add_argument("--n-docs", type=int, default=300)
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions; the median is kept")
     parser.add_argument(
         "--max-batch-tokens", type=int, default=None, help="ragkit's budget (default: its own)"
