@@ -535,7 +535,7 @@ def evaluate(
     ks: Sequence[int] = (1, 3, 10),
     candidates: int | None = None,
     batch_size: int = 64,
-    ignore_identical_ids: bool = True,
+    ignore_identical_ids: bool = False,
     show_progress: bool | None = None,
 ) -> EvaluationReport:
     """Search every judged query of ``dataset`` with ``pipeline`` in each mode, and score the results.
@@ -560,8 +560,10 @@ def evaluate(
         ks: cut-offs for nDCG and Recall, each <= ``k``.
         candidates: passed to ``search_many`` (first-stage depth; ``None`` is the pipeline's default).
         batch_size: queries per ``search_many`` call.
-        ignore_identical_ids: drop a hit whose document id equals the query id, as BEIR does
-            (ArguAna and Quora contain the queries as documents).
+        ignore_identical_ids: drop a hit whose document id equals the query id; set it for
+            collections whose corpus holds the queries themselves (BEIR's ArguAna and Quora). Off by
+            default: elsewhere query and document ids are separate namespaces (CISI numbers both from 1,
+            and 7 of its queries judge their same-numbered document relevant).
         show_progress: a progress bar; ``None`` shows it only on a terminal.
 
     Returns:
