@@ -340,7 +340,9 @@ RANKINGS = {
 
 def test_evaluate_scores_deduplicated_document_rankings():
     pipe = FakePipeline(RANKINGS)
-    report = evaluate(pipe, DATASET, modes=("dense", "lexical"), k=2, ks=(1, 2), batch_size=2)
+    report = evaluate(
+        pipe, DATASET, modes=("dense", "lexical"), k=2, ks=(1, 2), batch_size=2, ignore_identical_ids=True
+    )
     assert [d.id for d in pipe.added] == ["a", "b", "c", "d", "q3"]  # the empty pipeline got the corpus
     assert report.index_seconds is not None and report.index_seconds >= 0
     # Per mode, one untimed warm-up query, then 3 judged queries in batches of 2; 3 * k chunk hits
@@ -353,7 +355,7 @@ def test_evaluate_scores_deduplicated_document_rankings():
         (2, 6, "lexical", None),
         (1, 6, "lexical", None),
     ]
-    # dense, de-duplicated and cut at k=2: q1 -> b z, q2 -> c, q3 -> d (q3's own id is dropped, as BEIR does).
+    # dense, de-duplicated and cut at k=2: q1 -> b z, q2 -> c, q3 -> d (q3's own id is dropped, as asked).
     expected_dense = evaluate_run({"q1": ["b", "z"], "q2": ["c"], "q3": ["d"]}, DATASET.qrels, k=2, ks=(1, 2))
     assert report.row("dense").metrics == pytest.approx(expected_dense)
     assert report.row("dense").metrics["mrr@2"] == pytest.approx((1 + 1 + 1) / 3)
@@ -363,9 +365,9 @@ def test_evaluate_scores_deduplicated_document_rankings():
     assert (report.dataset, report.documents, report.k) == ("toy", 5, 2)
 
 
-def test_evaluate_keeps_a_filled_pipeline_and_self_hits_when_asked():
+def test_evaluate_keeps_a_filled_pipeline_and_self_hits_by_default():
     pipe = FakePipeline(RANKINGS, preloaded=5)
-    report = evaluate(pipe, DATASET, k=2, ks=(2,), candidates=40, ignore_identical_ids=False)
+    report = evaluate(pipe, DATASET, k=2, ks=(2,), candidates=40)
     assert pipe.added == [] and report.index_seconds is None
     assert {c[3] for c in pipe.calls} == {40}
     assert report.row("dense").metrics["mrr@2"] == pytest.approx((1 + 1 + 1 / 2) / 3)  # q3 hit first
