@@ -41,9 +41,14 @@ PROMPT_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 
 # Below this many shared tokens, one extra forward pass and the cache copies cost more than they save.
 _MIN_SHARED_TOKENS = 16
-# What one more forward pass costs, in padded tokens: the fixed work of a pass (kernel launches, cache
-# copies) against the work a padded slot wastes. Rough, and only used to trade batches against padding.
-_PASS_OVERHEAD_TOKENS = {"cuda": 512, "cpu": 64}
+# The fixed cost of one more forward pass, per decoder layer, in FLOPs of model work it could have done:
+# on a GPU each layer launches some sixty small kernels from Python (~1 ms) while the device could run
+# ~2e11 FLOPs; on a CPU the launches are nothing next to the matrix products. Divided by the FLOPs of one
+# token it gives the padded slots worth saving a pass for: thousands for a 0.6B model on a large GPU
+# (whose passes are launch-bound), hundreds for an 8B one, the floor on a CPU. Rough on purpose: it only
+# decides how batches trade padding against passes, never a score.
+_PASS_FLOPS_PER_LAYER = {"cuda": 2e11, "mps": 2e11}
+_MIN_PASS_OVERHEAD, _MAX_PASS_OVERHEAD = 64, 8192
 
 
 def format_body(instruction: str, query: str, document: str) -> str:
@@ -230,6 +235,12 @@ class Qwen3Reranker:
             t == "full_attention" for t in layer_types
         )
         del causal
+        embedding = self._model.get_input_embeddings().weight.numel()
+        flops_per_token = 2 * max(1, sum(p.numel() for p in self._model.parameters()) - embedding)
+        per_pass = _PASS_FLOPS_PER_LAYER.get(self._device.type, 0.0) * config.num_hidden_layers
+        self._pass_overhead = int(
+            min(_MAX_PASS_OVERHEAD, max(_MIN_PASS_OVERHEAD, per_pass / flops_per_token))
+        )
 
     # -- public surface ---------------------------------------------------------------------------
 
@@ -414,8 +425,7 @@ class Qwen3Reranker:
         from ragkit._torch import run_with_oom_retry
 
         out = np.empty(len(lengths), dtype=np.float64)
-        overhead = _PASS_OVERHEAD_TOKENS.get(self._device.type, _PASS_OVERHEAD_TOKENS["cpu"])
-        batches = _pack(lengths, self._max_batch_tokens, extra=extra, overhead=overhead)
+        batches = _pack(lengths, self._max_batch_tokens, extra=extra, overhead=self._pass_overhead)
         memory = [n + extra for n in lengths]  # what an out-of-memory retry re-packs by
         bar = self._progress(len(lengths))
         try:
