@@ -261,6 +261,17 @@ def test_prefix_sharing_runs_the_shared_part_once(rr, rr_plain):
     assert spy_shared.tokens < spy_plain.tokens - (len(DOCS) - 2) * prefix_len
 
 
+def test_sharing_is_skipped_when_the_extra_pass_costs_more(qwen3_reranker_dir, rr):
+    # On a GPU a forward pass of a small model costs thousands of tokens' worth of launches; a few documents
+    # do not pay for the extra prefix pass there, many do. Simulated by setting that cost.
+    gpu_like = Qwen3Reranker(str(qwen3_reranker_dir), device="cpu")
+    gpu_like._pass_overhead = 5000
+    assert rr._shared_length(rr._prompt_ids(QUERY, DOCS)) > 0
+    assert gpu_like._shared_length(gpu_like._prompt_ids(QUERY, DOCS)) == 0
+    assert gpu_like._shared_length(gpu_like._prompt_ids(QUERY, DOCS * 10)) > 0
+    assert np.abs(gpu_like.score(QUERY, DOCS) - rr.score(QUERY, DOCS)).max() <= 1e-5
+
+
 def test_shared_prefix_is_taken_from_token_ids_not_text(rr, rr_plain, reference):
     # Documents whose first characters can merge with the text before them: the common token prefix then
     # ends before "<Document>: ", and the result must still match the reference exactly.

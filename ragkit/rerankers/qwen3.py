@@ -404,11 +404,15 @@ class Qwen3Reranker:
 
         Taken from the exact token ids, so the result cannot depend on where a BPE merge crossed the
         boundary between the query and a document. Every prompt keeps at least its last token in the tail.
+        Sharing costs one more forward pass, so it is used only when it saves more than a pass costs
+        (on a CPU: from two documents on; for a small model on a large GPU: from several dozen).
         """
         if not (self._share_prefix and self._can_share) or len(prompts) < 2:
             return 0
         shared = min(_common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
-        return shared if shared >= _MIN_SHARED_TOKENS else 0
+        if shared < _MIN_SHARED_TOKENS or (len(prompts) - 1) * shared <= self._pass_overhead:
+            return 0
+        return shared
 
     def _progress(self, total: int):
         show = self._show_progress
