@@ -345,16 +345,12 @@ def test_token_budget_packing(lengths, budget, max_padding):
 
 
 def test_onednn_swap_is_checked_against_the_default_kernels(qwen3_embedding_dir, monkeypatch):
-    import ragkit.embedders.transformers as module
-
     emb = Qwen3Embedder(qwen3_embedding_dir, device="cpu", max_length=MAX_LENGTH)
     assert emb._onednn is torch.backends.mkldnn.is_available()
 
-    # A swap that computes something else is detected on the probe and undone.
-    def wrong(cls, linear):
-        return torch.nn.Linear(linear.in_features, linear.out_features)
-
-    monkeypatch.setattr(module._OneDNNLinear, "wrap", classmethod(wrong))
+    # A oneDNN product that computes something else is detected on the probe and undone.
+    linear = torch._C._nn.mkldnn_linear
+    monkeypatch.setattr(torch._C._nn, "mkldnn_linear", lambda x, w, b: linear(x, w, b) * 1.01)
     checked = Qwen3Embedder(qwen3_embedding_dir, device="cpu", max_length=MAX_LENGTH)
     assert checked._onednn is False
     ref = Reference(qwen3_embedding_dir)
