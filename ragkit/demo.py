@@ -252,7 +252,7 @@ def run_demo(
     started = time.perf_counter()
     emb = load_embedder(embedder, announce=out)
     rr = load_reranker("none" if offline and reranker == "auto" else reranker)
-    out.write(f"ragkit demo — embedder: {emb.fingerprint.get('model')}, reranker: {_name(rr)}\n")
+    out.write(f"ragkit demo — embedder: {_name(emb)}, reranker: {_name(rr)}\n")
     pipe = Pipeline(emb)
     pipe.add(CORPUS, show_progress=False)
     out.write(
@@ -272,5 +272,11 @@ def run_demo(
 def _name(obj: Any) -> str:
     if obj is None:
         return "none"
+    spec = obj.spec() if callable(getattr(obj, "spec", None)) else {}
+    try:
+        if spec.get("model") and Path(spec["model"]) == offline_model_dir():
+            return "all-MiniLM-L6-v2 (the offline copy)"
+    except MissingDependencyError:
+        pass
     fp = getattr(obj, "fingerprint", None)
     return str(fp.get("model")) if isinstance(fp, dict) else type(obj).__name__

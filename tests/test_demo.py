@@ -22,6 +22,7 @@ def test_demo_runs_offline_and_reads_well(monkeypatch):
     assert run_demo(out=out) == 0
     text = out.getvalue()
     assert "is not available (HF_HUB_OFFLINE is set): using the offline all-MiniLM-L6-v2" in text
+    assert "embedder: all-MiniLM-L6-v2 (the offline copy), reranker: none" in text
     assert f"indexed {len(CORPUS)} documents" in text
     assert "== dense retrieval ==" in text and "== hybrid retrieval ==" in text
     for question in QUESTIONS:
