@@ -482,3 +482,49 @@ async def amap_concurrent(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+class RemoteClient:
+    """What every HTTP-backed model shares: rebuilding from ``spec()``, closing, context managers.
+
+    Subclasses set ``self._http`` (an :class:`HTTPClient`).
+    """
+
+    _http: HTTPClient
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Any:
+        """Rebuild from ``spec()`` (its ``class`` entry is ignored); the API key comes from the environment.
+
+        Example:
+            >>> type(client).from_spec(client.spec())  # doctest: +SKIP
+        """
+        return cls(**{k: v for k, v in spec.items() if k != "class"})
+
+    def close(self) -> None:
+        """Close the connection pool; it is reopened if the client is used again.
+
+        Example:
+            >>> client.close()  # doctest: +SKIP
+        """
+        self._http.close()
+
+    async def aclose(self) -> None:
+        """Close the connection pools, including the current event loop's.
+
+        Example:
+            >>> await client.aclose()  # doctest: +SKIP
+        """
+        await self._http.aclose()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

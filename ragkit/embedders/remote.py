@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragkit._http import HTTPClient, RetryPolicy, amap_concurrent, map_concurrent, public_url
+from ragkit._http import HTTPClient, RemoteClient, RetryPolicy, amap_concurrent, map_concurrent, public_url
 from ragkit.embedders.base import DEFAULT_QWEN3_TASK, canonical_model_name, check_texts, l2_normalize
 from ragkit.errors import ConfigError, InputTypeError, RemoteError
 from ragkit.providers import EMBEDDING_PROVIDERS, Provider, resolve_provider
@@ -49,7 +49,7 @@ def _excerpt(body: Any) -> str:
     return text + ("..." if len(text) == 200 else "")
 
 
-class OpenAIEmbedder:
+class OpenAIEmbedder(RemoteClient):
     """Embeds texts through an OpenAI-compatible ``/v1/embeddings`` API.
 
     Inputs are split into batches under the provider's limit and sent concurrently; the answers are
@@ -303,43 +303,6 @@ class OpenAIEmbedder:
         """
         inputs, fields = self._query_inputs(check_texts(texts), instruction)
         return await self._aembed(inputs, fields)
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> OpenAIEmbedder:
-        """Rebuild from :meth:`spec` (its ``class`` entry is ignored); the key comes from the environment.
-
-        Example:
-            >>> OpenAIEmbedder.from_spec(emb.spec())  # doctest: +SKIP
-        """
-        return cls(**{k: v for k, v in spec.items() if k != "class"})
-
-    def close(self) -> None:
-        """Close the connection pool. The embedder reopens one if used again.
-
-        Example:
-            >>> emb.close()  # doctest: +SKIP
-        """
-        self._http.close()
-
-    async def aclose(self) -> None:
-        """Close the connection pools, including the current event loop's.
-
-        Example:
-            >>> await emb.aclose()  # doctest: +SKIP
-        """
-        await self._http.aclose()
-
-    def __enter__(self) -> OpenAIEmbedder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> OpenAIEmbedder:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- requests ------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragkit._http import HTTPClient, RetryPolicy, amap_concurrent, map_concurrent, public_url
+from ragkit._http import HTTPClient, RemoteClient, RetryPolicy, amap_concurrent, map_concurrent, public_url
 from ragkit.embedders.base import check_texts
 from ragkit.errors import ConfigError, RemoteError
 from ragkit.providers import RERANK_PROVIDERS, Provider, resolve_provider
@@ -30,7 +30,7 @@ from ragkit.types import check_text
 __all__ = ["RemoteReranker"]
 
 
-class RemoteReranker:
+class RemoteReranker(RemoteClient):
     """Scores documents against a query through a hosted or self-hosted rerank API.
 
     It sends the raw query and documents. A server hosting Qwen3-Reranker formats the model's prompt
@@ -187,43 +187,6 @@ class RemoteReranker:
             return self._decode(await self._http.apost(self._path, self._payload(query, batch)), len(batch))
 
         return self._merge(await amap_concurrent(one, self._batches(docs), self._max_concurrency))
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> RemoteReranker:
-        """Rebuild from :meth:`spec` (its ``class`` entry is ignored); the key comes from the environment.
-
-        Example:
-            >>> RemoteReranker.from_spec(rr.spec())  # doctest: +SKIP
-        """
-        return cls(**{k: v for k, v in spec.items() if k != "class"})
-
-    def close(self) -> None:
-        """Close the connection pool. The reranker reopens one if used again.
-
-        Example:
-            >>> rr.close()  # doctest: +SKIP
-        """
-        self._http.close()
-
-    async def aclose(self) -> None:
-        """Close the connection pools, including the current event loop's.
-
-        Example:
-            >>> await rr.aclose()  # doctest: +SKIP
-        """
-        await self._http.aclose()
-
-    def __enter__(self) -> RemoteReranker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> RemoteReranker:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- requests ------------------------------------------------------------------------------------
 
