@@ -78,16 +78,21 @@ def _metadata_json(metadata: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- filters
 
 
-def _json_path(key: Any) -> str:
+def filter_key_parts(key: Any) -> list[str]:
+    """The segments of a dotted filter key; every backend validates keys alike."""
     if not isinstance(key, str) or not key:
         raise InvalidInputError(f"filter keys must be non-empty str, got {key!r}")
     parts = key.split(".")
     if any(not p or '"' in p for p in parts):
         raise InvalidInputError(f"filter key {key!r}: empty segments and double quotes are not supported")
-    return "$" + "".join(f'."{p}"' for p in parts)
+    return parts
 
 
-def _check_scalar(value: Any, key: str) -> Any:
+def _json_path(key: Any) -> str:
+    return "$" + "".join(f'."{p}"' for p in filter_key_parts(key))
+
+
+def check_filter_scalar(value: Any, key: str) -> Any:
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
@@ -168,24 +173,24 @@ def compile_filter(filter: Mapping[str, Any] | None, column: str = "d.metadata")
         for op, value in ops.items():
             cond_params: list[Any] = []
             if op == "$eq":
-                cond = _eq_condition(_check_scalar(value, key), cond_params)
+                cond = _eq_condition(check_filter_scalar(value, key), cond_params)
                 clauses.append(_any_element(column, path, cond, params, cond_params))
             elif op == "$in":
                 if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
                     raise InvalidInputError(f"$in on {key!r} needs a list of values, got {value!r}")
-                values = [_check_scalar(v, key) for v in value]
+                values = [check_filter_scalar(v, key) for v in value]
                 if not values:
                     clauses.append("0")
                     continue
                 cond = "(" + " OR ".join(_eq_condition(v, cond_params) for v in values) + ")"
                 clauses.append(_any_element(column, path, cond, params, cond_params))
             elif op == "$ne":
-                cond = _eq_condition(_check_scalar(value, key), cond_params)
+                cond = _eq_condition(check_filter_scalar(value, key), cond_params)
                 inner = _any_element(column, path, cond, params, cond_params)
                 params.append(path)
                 clauses.append(f"(NOT {inner} AND json_type({column}, ?) IS NOT NULL)")
             elif op in ("$gt", "$gte", "$lt", "$lte"):
-                cond = _cmp_condition(op, _check_scalar(value, key), key, cond_params)
+                cond = _cmp_condition(op, check_filter_scalar(value, key), key, cond_params)
                 clauses.append(_any_element(column, path, cond, params, cond_params))
             elif op == "$exists":
                 if not isinstance(value, bool):

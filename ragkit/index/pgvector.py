@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import struct
 import threading
@@ -66,7 +65,7 @@ from ragkit.errors import (
     UnavailableError,
 )
 from ragkit.index.base import check_vectors
-from ragkit.store import WriteResult, text_hash
+from ragkit.store import WriteResult, check_filter_scalar, filter_key_parts, text_hash
 from ragkit.types import Chunk, Document
 
 __all__ = ["PgVectorIndex", "compile_pg_filter"]
@@ -104,28 +103,6 @@ def _hook(stage: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- filters
-
-
-def _key_parts(key: Any) -> list[str]:
-    if not isinstance(key, str) or not key:
-        raise InvalidInputError(f"filter keys must be non-empty str, got {key!r}")
-    parts = key.split(".")
-    # Double quotes are refused as by the SQLite store, so a filter valid on one backend is on both.
-    if any(not p or '"' in p for p in parts):
-        raise InvalidInputError(f"filter key {key!r}: empty segments and double quotes are not supported")
-    return parts
-
-
-def _check_scalar(value: Any, key: str) -> Any:
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidInputError(f"filter value for {key!r} must be finite, got {value}")
-        return value
-    raise InvalidInputError(
-        f"filter value for {key!r} must be a str, number, bool or None, got {type(value).__name__}"
-    )
 
 
 def _nested(parts: list[str], value: Any) -> str:
@@ -203,7 +180,7 @@ def compile_pg_filter(filter: Mapping[str, Any] | None, column: str = "c.metadat
     clauses: list[str] = []
     params: list[Any] = []
     for key, spec in filter.items():
-        parts = _key_parts(key)
+        parts = filter_key_parts(key)
         if isinstance(spec, Mapping) and (
             not spec or not all(isinstance(k, str) and k.startswith("$") for k in spec)
         ):
@@ -214,17 +191,17 @@ def compile_pg_filter(filter: Mapping[str, Any] | None, column: str = "c.metadat
         ops = spec if isinstance(spec, Mapping) else {"$eq": spec}
         for op, value in ops.items():
             if op == "$eq":
-                clauses.append(_eq_any(column, parts, [_check_scalar(value, key)], params))
+                clauses.append(_eq_any(column, parts, [check_filter_scalar(value, key)], params))
             elif op == "$in":
                 if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
                     raise InvalidInputError(f"$in on {key!r} needs a list of values, got {value!r}")
-                values = [_check_scalar(v, key) for v in value]
+                values = [check_filter_scalar(v, key) for v in value]
                 clauses.append(_eq_any(column, parts, values, params) if values else "FALSE")
             elif op == "$ne":
-                eq = _eq_any(column, parts, [_check_scalar(value, key)], params)
+                eq = _eq_any(column, parts, [check_filter_scalar(value, key)], params)
                 clauses.append(f"(NOT {eq} AND {_field(column, parts, params)} IS NOT NULL)")
             elif op in ("$gt", "$gte", "$lt", "$lte"):
-                clauses.append(_compare(op, column, parts, _check_scalar(value, key), key, params))
+                clauses.append(_compare(op, column, parts, check_filter_scalar(value, key), key, params))
             elif op == "$exists":
                 if not isinstance(value, bool):
                     raise InvalidInputError(f"$exists on {key!r} needs true or false, got {value!r}")
