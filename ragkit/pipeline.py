@@ -1032,19 +1032,42 @@ class Pipeline:
             bm25.save(target / lexical_dir)
             files.update(self._describe_files(target, lexical_dir))
         _hook("lexical-saved")
+        self._commit_manifest(
+            target,
+            generation=generation,
+            counts=counts,
+            index={"spec": _component_spec(self.index), "file": index_name},
+            lexical={"dir": lexical_dir} if lexical_dir else None,
+            files=files,
+        )
+        _hook("committed")
+        self._remove_stale_files(target, set(files))
+        return target
+
+    def _save_shared(self, target: Path) -> Path:
+        """With a shared backend the data lives there: the directory only records how to reach it."""
+        self._commit_manifest(
+            target,
+            generation=self.store.generation,
+            counts={"documents": self.store.count_documents(), "chunks": self.store.count_chunks()},
+            index={"spec": _component_spec(self.index), "file": None, "shared": True},
+            lexical=None,
+            files={},
+        )
+        self._directory = target
+        return target
+
+    def _commit_manifest(self, target: Path, **entries: Any) -> None:
+        """Write the manifest (temp file, fsync, rename): the commit point of a save."""
         manifest = {
             "format_version": FORMAT_VERSION,
             "ragkit_version": _ragkit_version(),
-            "generation": generation,
-            "counts": counts,
             "fingerprint": _canonical(self.embedder.fingerprint),
             "embedder": _component_spec(self.embedder),
             "reranker": _component_spec(self.reranker) if self.reranker is not None else None,
             "chunker": _component_spec(self.chunker),
-            "index": {"spec": _component_spec(self.index), "file": index_name},
-            "lexical": {"dir": lexical_dir} if lexical_dir else None,
-            "files": files,
             "saved_at": time.time(),
+            **entries,
         }
         tmp = target / (MANIFEST + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -1054,35 +1077,6 @@ class Pipeline:
         _hook("manifest-written")
         os.replace(tmp, target / MANIFEST)
         _fsync_path(target)
-        _hook("committed")
-        self._remove_stale_files(target, set(files))
-        return target
-
-    def _save_shared(self, target: Path) -> Path:
-        """With a shared backend the data lives there: the directory only records how to reach it."""
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "ragkit_version": _ragkit_version(),
-            "generation": self.store.generation,
-            "counts": {"documents": self.store.count_documents(), "chunks": self.store.count_chunks()},
-            "fingerprint": _canonical(self.embedder.fingerprint),
-            "embedder": _component_spec(self.embedder),
-            "reranker": _component_spec(self.reranker) if self.reranker is not None else None,
-            "chunker": _component_spec(self.chunker),
-            "index": {"spec": _component_spec(self.index), "file": None, "shared": True},
-            "lexical": None,
-            "files": {},
-            "saved_at": time.time(),
-        }
-        tmp = target / (MANIFEST + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target / MANIFEST)
-        _fsync_path(target)
-        self._directory = target
-        return target
 
     @staticmethod
     def _describe_files(root: Path, name: str) -> dict[str, dict[str, Any]]:
