@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import os
 import random
 import re
 import threading
@@ -22,11 +23,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
+from ragkit._secrets import redact_text, redact_url, url_secrets
 from ragkit.errors import (
     AuthenticationError,
     BadRequestError,
@@ -129,16 +131,15 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
 
 
 def public_url(url: str) -> str:
-    """``url`` without a ``user:password@`` part, for ``spec()``, ``repr()`` and messages.
+    """``url`` for ``spec()``, ``repr()`` and messages: :func:`ragkit._secrets.redact_url`.
+
+    No ``user:password@`` part, and credential query parameters (``api-key``, ``sig``, ...) masked.
 
     Example:
-        >>> public_url("https://me:secret@example.com/v1")
-        'https://example.com/v1'
+        >>> public_url("https://me:secret@example.com/v1?api-key=k1")
+        'https://example.com/v1?api-key=***'
     """
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return redact_url(url)
 
 
 def _excerpt(text: str, limit: int = _EXCERPT_LIMIT) -> str:
@@ -203,7 +204,7 @@ class _Attempts:
 
     def __init__(self, client: HTTPClient, url: str) -> None:
         self.client = client
-        self.url = url
+        self.url = public_url(url)  # only ever shown: in logs and messages
         self.tries = 0
         self.start = time.monotonic()
 
@@ -241,30 +242,34 @@ class _Attempts:
 
     def on_error(self, exc: httpx.RequestError) -> float:
         self.tries += 1
-        provider, url = self.client.provider, self.url
+        provider, url, redact = self.client.provider, self.url, self.client.redact
+        # httpx texts may repeat the URL (userinfo, query): shown scrubbed, and a cause that holds a
+        # secret is not chained, since a traceback would print it.
+        text, rtext = redact(str(exc)), redact(repr(exc))
+        cause = exc if (text, rtext) == (str(exc), repr(exc)) else None
         if isinstance(exc, httpx.UnsupportedProtocol):
-            raise ConfigError(f"{provider}: cannot request {url}: {exc}") from exc
+            raise ConfigError(f"{provider}: cannot request {url}: {text}") from cause
         if not isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
-            raise RemoteError(f"{provider}: POST {url} failed: {exc!r}", provider=provider) from exc
+            raise RemoteError(f"{provider}: POST {url} failed: {rtext}", provider=provider) from cause
         delay = self._wait(None)
         if delay is not None:
-            logger.info("%s: %r from %s, retry %d in %.2fs", provider, exc, url, self.tries, delay)
+            logger.info("%s: %s from %s, retry %d in %.2fs", provider, rtext, url, self.tries, delay)
             return delay
         if isinstance(exc, httpx.TimeoutException):
             what = f"timed out (timeout={self.client.timeout:g}s)"
         elif isinstance(exc, httpx.ConnectError):
-            what = f"could not connect ({exc})"
+            what = f"could not connect ({text})"
         else:
-            what = f"failed: {exc!r}"
-        raise UnavailableError(f"{provider}: POST {url} {what}{self._after()}", provider=provider) from exc
+            what = f"failed: {rtext}"
+        raise UnavailableError(f"{provider}: POST {url} {what}{self._after()}", provider=provider) from cause
 
     def _status_error(self, response: httpx.Response, retry_after: float | None) -> RemoteError:
-        status, provider = response.status_code, self.client.provider
-        message = _server_message(response)
+        status, provider, redact = response.status_code, self.client.provider, self.client.redact
+        message = redact(_server_message(response))  # a server may echo the key or the URL back
         head = f"{provider}: HTTP {status} from POST {self.url}{self._after()}: {message}"
         kwargs: dict[str, Any] = {
             "status_code": status,
-            "body": response.text[:_BODY_LIMIT],
+            "body": redact(response.text[:_BODY_LIMIT]),
             "provider": provider,
             "request_id": _request_id(response),
         }
@@ -281,22 +286,23 @@ class _Attempts:
                 head += f"; gave up: {wait} would pass max_retry_time={policy.max_retry_time:g}s"
             return (RateLimitError if status == 429 else UnavailableError)(head, **kwargs)
         if 300 <= status < 400:
-            where = response.headers.get("location", "?")
+            where = redact(public_url(response.headers.get("location", "?")))
             return RemoteError(f"{head}; redirected to {where}: check base_url", **kwargs)
         if status == 404:
             return RemoteError(f"{head}; check base_url and the model name", **kwargs)
         return RemoteError(head, **kwargs)
 
 
-def _json(response: httpx.Response, provider: str, url: str) -> Any:
+def _json(response: httpx.Response, client: HTTPClient, url: str) -> Any:
     try:
         return response.json()
     except ValueError as e:
+        excerpt = client.redact(_excerpt(response.text)) or "(empty)"
         raise RemoteError(
-            f"{provider}: the answer to POST {url} is not valid JSON: {_excerpt(response.text) or '(empty)'}",
+            f"{client.provider}: the answer to POST {public_url(url)} is not valid JSON: {excerpt}",
             status_code=response.status_code,
-            body=response.text[:_BODY_LIMIT],
-            provider=provider,
+            body=client.redact(response.text[:_BODY_LIMIT]),
+            provider=client.provider,
             request_id=_request_id(response),
         ) from e
 
@@ -308,8 +314,12 @@ class HTTPClient:
     calls use one ``httpx.AsyncClient`` per event loop (a client cannot outlive or change its loop,
     and notebooks and ``asyncio.run`` create several).
 
+    The API key, the URL's userinfo and its credential query parameters are secrets: every message,
+    log line and ``repr`` shows the URL through :func:`public_url` and passes other text (httpx's
+    exception texts, server answers, redirect targets) through :meth:`redact`.
+
     Args:
-        base_url: the API root; paths are appended to it.
+        base_url: the API root; paths are appended to its path (before a ``?query``, which is kept).
         provider: the preset name, carried by every error.
         api_key: sent as ``Authorization: Bearer``; never logged or shown.
         key_hint: appended to authentication errors (for example the environment variable read).
@@ -344,6 +354,7 @@ class HTTPClient:
         self._headers = {"Accept": "application/json", "User-Agent": "ragkit"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        self._secrets = [*url_secrets(self.base_url), api_key]
         # Sized for many callers at once (a chatbot backend's worker threads), not only one call's batches.
         self._limits = httpx.Limits(
             max_connections=max(max_connections, 100), max_keepalive_connections=max(max_connections, 20)
@@ -353,11 +364,35 @@ class HTTPClient:
         self._aclients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
     def __repr__(self) -> str:
-        return f"HTTPClient({self.base_url!r}, provider={self.provider!r})"
+        return f"HTTPClient({public_url(self.base_url)!r}, provider={self.provider!r})"
 
     def url(self, path: str) -> str:
-        """The full URL of ``path``."""
-        return self.base_url + path
+        """The full URL of ``path``: appended to the base URL's path, before its query if it has one.
+
+        Example:
+            >>> HTTPClient("https://h/v1?api-version=2", provider="p").url("/embeddings")
+            'https://h/v1/embeddings?api-version=2'
+        """
+        base, qmark, query = self.base_url.partition("?")
+        return base.rstrip("/") + path + qmark + query
+
+    def public_url(self, path: str = "") -> str:
+        """:meth:`url` of ``path`` without its secrets, for messages and ``repr``.
+
+        Example:
+            >>> HTTPClient("https://me:pw@h/v1?key=k", provider="p").public_url("/embeddings")
+            'https://h/v1/embeddings?key=***'
+        """
+        return public_url(self.url(path))
+
+    def redact(self, text: str) -> str:
+        """``text`` with this client's secrets (key, userinfo, credential parameters) replaced by ``***``.
+
+        Example:
+            >>> HTTPClient("http://h/v1", provider="p", api_key="sk-12345").redact("bad key sk-12345")
+            'bad key ***'
+        """
+        return redact_text(text, self._secrets)
 
     def _options(self) -> dict[str, Any]:
         return {"headers": self._headers, "timeout": httpx.Timeout(self.timeout), "limits": self._limits}
@@ -391,12 +426,14 @@ class HTTPClient:
         while True:
             try:
                 response = client.post(url, json=payload)
+            except httpx.InvalidURL as e:
+                raise self._invalid_url(e) from None
             except httpx.RequestError as e:
                 delay = attempts.on_error(e)
             else:
                 delay = attempts.on_response(response)
                 if delay is None:
-                    return _json(response, self.provider, url)
+                    return _json(response, self, url)
             time.sleep(delay)
 
     async def apost(self, path: str, payload: Mapping[str, Any]) -> Any:
@@ -407,13 +444,19 @@ class HTTPClient:
         while True:
             try:
                 response = await client.post(url, json=payload)
+            except httpx.InvalidURL as e:
+                raise self._invalid_url(e) from None
             except httpx.RequestError as e:
                 delay = attempts.on_error(e)
             else:
                 delay = attempts.on_response(response)
                 if delay is None:
-                    return _json(response, self.provider, url)
+                    return _json(response, self, url)
             await asyncio.sleep(delay)
+
+    def _invalid_url(self, exc: httpx.InvalidURL) -> ConfigError:
+        # Not chained: httpx's text is redacted here, the original would be printed as it is.
+        return ConfigError(f"{self.provider}: invalid base_url {self.public_url()}: {self.redact(str(exc))}")
 
     def close(self) -> None:
         """Close the sync connection pool (async pools close with :meth:`aclose` on their loop)."""
@@ -484,22 +527,99 @@ async def amap_concurrent(
         raise
 
 
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """``(scheme, host, port)`` with the default port filled in; ``None`` when ``url`` does not parse."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
 class RemoteClient:
     """What every HTTP-backed model shares: rebuilding from ``spec()``, closing, context managers.
 
-    Subclasses set ``self._http`` (an :class:`HTTPClient`).
+    Subclasses set ``self._http`` (an :class:`HTTPClient`) and the class attributes that say how they
+    pick a provider preset (what their ``__init__`` gives :func:`ragkit.providers.resolve_provider`).
     """
 
     _http: HTTPClient
+    #: the preset table (``EMBEDDING_PROVIDERS`` or ``RERANK_PROVIDERS``)
+    _presets: ClassVar[Mapping[str, Any]]
+    #: the preset without ``provider=`` nor ``base_url=``, and the one for an unknown ``base_url``
+    _default_provider: ClassVar[str | None]
+    _generic_provider: ClassVar[str]
+    #: what ``Pipeline.load`` calls this component (its keyword argument)
+    _role: ClassVar[str]
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Any:
+    def from_spec(cls, spec: Mapping[str, Any], *, trust_hosts: bool = True) -> Any:
         """Rebuild from ``spec()`` (its ``class`` entry is ignored); the API key comes from the environment.
+
+        Args:
+            spec: keyword arguments of the constructor, as :meth:`spec` wrote them.
+            trust_hosts: build the client wherever ``spec`` points (your own spec). ``False`` for a spec
+                from elsewhere (a saved directory): :meth:`check_hosts` runs first.
+
+        Raises:
+            ConfigError: ``trust_hosts=False`` and the spec would send an environment key to a host
+                that only the spec names.
 
         Example:
             >>> type(client).from_spec(client.spec())  # doctest: +SKIP
         """
-        return cls(**{k: v for k, v in spec.items() if k != "class"})
+        kwargs = {k: v for k, v in spec.items() if k != "class"}
+        if not trust_hosts:
+            cls.check_hosts(kwargs)
+        return cls(**kwargs)
+
+    @classmethod
+    def check_hosts(cls, spec: Mapping[str, Any]) -> None:
+        """Refuse a spec that would send an API key from the environment to a host only the spec names.
+
+        The key the client would read from the environment (each variable of the resolved preset's
+        ``key_env`` that is set, when the spec has no ``api_key``) may only go where one of ragkit's own
+        presets of this kind sends that variable: the same scheme, host and port as the ``base_url``
+        of a built-in preset whose ``key_env`` lists it. So ``provider="openai"`` with another
+        ``base_url``, an inline provider dict naming any variable, or ``provider="vllm"`` at a remote
+        host while ``VLLM_API_KEY`` is set are refused; a preset that reads no variable
+        (``"openai-compatible"``, ``"tei"``, ...) or an unset variable sends nothing and passes.
+
+        Raises:
+            ConfigError: naming the (redacted) URL and the variables, and what to do instead.
+
+        Example:
+            >>> from ragkit.embedders import OpenAIEmbedder
+            >>> OpenAIEmbedder.check_hosts({"model": "m", "provider": "tei", "base_url": "http://gpu:8080/v1"})
+        """
+        from ragkit.providers import resolve_provider
+
+        if spec.get("api_key"):
+            return  # an explicit key: no environment variable is read
+        preset, url = resolve_provider(
+            spec.get("provider"),
+            spec.get("base_url"),
+            cls._presets,
+            default=cls._default_provider,
+            generic=cls._generic_provider,
+        )
+        origin = _origin(url)
+        homes = [(_origin(p.base_url), p.key_env) for p in cls._presets.values()]
+        foreign = [
+            var
+            for var in preset.key_env
+            if os.environ.get(var) and not any(origin and o == origin and var in env for o, env in homes)
+        ]
+        if foreign:
+            role = cls._role
+            raise ConfigError(
+                f"the saved {role} (provider {preset.name!r}) would send the API key in "
+                f"{' / '.join(foreign)} from the environment to {public_url(url)}, a host that only the "
+                f"saved spec names: pass the {role} yourself (Pipeline.load(path, {role}=...)) or, if "
+                "you trust where this directory comes from, load it with trust_hosts=True"
+            )
 
     def close(self) -> None:
         """Close the connection pool; it is reopened if the client is used again.

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from ragkit._secrets import redact_url
 from ragkit.embedders.base import canonical_model_name
 from ragkit.errors import ConfigError
 
@@ -104,11 +105,15 @@ class Provider:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of this preset (for ``spec()``); ``Provider(**d)`` rebuilds it.
 
+        The ``base_url`` goes through :func:`ragkit._secrets.redact_url`: a password or an ``?api-key=``
+        in it is not written out (a preset that holds one rebuilds without it).
+
         Example:
             >>> Provider(**EMBEDDING_PROVIDERS["tei"].to_dict()) == EMBEDDING_PROVIDERS["tei"]
             True
         """
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["base_url"] = redact_url(self.base_url)
         d["key_env"] = list(self.key_env)
         d["encodings"] = list(self.encodings)
         d["dimensions"] = sorted(self.dimensions) if self.dimensions is not None else None
@@ -292,7 +297,7 @@ def resolve_provider(
     if not url:
         raise ConfigError(f"provider {preset.name!r} has no default address: pass base_url=")
     if urlsplit(url).scheme not in ("http", "https"):
-        raise ConfigError(f"base_url must start with http:// or https://, got {url!r}")
+        raise ConfigError(f"base_url must start with http:// or https://, got {redact_url(url)!r}")
     return preset, url
 
 

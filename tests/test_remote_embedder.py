@@ -475,11 +475,12 @@ def test_spec_rebuilds_an_equal_embedder(api):
 
 
 def test_pipeline_manifest_round_trip(api):
-    """What Pipeline.save writes for an embedder ({"class", "spec"} through JSON) rebuilds it."""
-    pipeline = pytest.importorskip("ragkit.pipeline")
+    """What Pipeline.save writes for an embedder (its registry entry, through JSON) rebuilds it."""
+    from ragkit.components import build_component, component_entry
+
     emb = make(api, QWEN, dim=64, provider=Provider("mine", api.url + "/v1", key_required=False, max_batch=3))
-    saved = json.loads(json.dumps({"class": "ragkit.embedders.remote.OpenAIEmbedder", "spec": emb.spec()}))
-    rebuilt = pipeline.build_from_spec(saved)
+    saved = json.loads(json.dumps(component_entry(emb)))
+    rebuilt = build_component(saved, role="embedder")
     assert isinstance(rebuilt, OpenAIEmbedder) and rebuilt.spec() == emb.spec()
     assert rebuilt.fingerprint == emb.fingerprint
 

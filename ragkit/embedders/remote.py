@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragkit._http import HTTPClient, RemoteClient, RetryPolicy, amap_concurrent, map_concurrent, public_url
+from ragkit._http import HTTPClient, RemoteClient, RetryPolicy, amap_concurrent, map_concurrent
 from ragkit.embedders.base import DEFAULT_QWEN3_TASK, canonical_model_name, check_texts, l2_normalize
 from ragkit.errors import ConfigError, InputTypeError, RemoteError
 from ragkit.providers import EMBEDDING_PROVIDERS, Provider, resolve_provider
@@ -104,6 +104,11 @@ class OpenAIEmbedder(RemoteClient):
         (512, 'dashscope')
     """
 
+    _presets = EMBEDDING_PROVIDERS
+    _default_provider = "openai"
+    _generic_provider = "openai-compatible"
+    _role = "embedder"
+
     def __init__(
         self,
         model: str,
@@ -124,7 +129,7 @@ class OpenAIEmbedder(RemoteClient):
         self.model = model
         self._canonical = canonical_model_name(model)
         self._preset, base = resolve_provider(
-            provider, base_url, EMBEDDING_PROVIDERS, default="openai", generic="openai-compatible"
+            provider, base_url, self._presets, default=self._default_provider, generic=self._generic_provider
         )
         if self._preset.api != "openai":
             raise ConfigError(f"provider {self._preset.name!r} is not an embeddings API")
@@ -200,7 +205,7 @@ class OpenAIEmbedder(RemoteClient):
     def __repr__(self) -> str:
         return (
             f"OpenAIEmbedder({self.model!r}, provider={self._preset.name!r}, "
-            f"base_url={public_url(self._http.base_url)!r}, dim={self._dim!r})"
+            f"base_url={self._http.public_url()!r}, dim={self._dim!r})"
         )
 
     # -- the Embedder protocol ------------------------------------------------------------------------
@@ -252,7 +257,7 @@ class OpenAIEmbedder(RemoteClient):
             "class": "ragkit.embedders.OpenAIEmbedder",
             "model": self.model,
             "provider": preset,
-            "base_url": public_url(self._http.base_url),
+            "base_url": self._http.public_url(),
             "dim": self._dim_arg,
             "encoding_format": self._encoding,
             "batch_size": self._batch_size,
@@ -358,11 +363,12 @@ class OpenAIEmbedder(RemoteClient):
         return self._finish(await amap_concurrent(one, self._batches(inputs), self._max_concurrency))
 
     def _error(self, message: str, body: Any = None) -> RemoteError:
-        where = f"{self._preset.name}: POST {self._http.url(_PATH)}"
+        where = f"{self._preset.name}: POST {self._http.public_url(_PATH)}"
+        redact = self._http.redact  # an answer may echo the key or the URL back
         return RemoteError(
-            f"{where}: {message}" + (f": {_excerpt(body)}" if body is not None else ""),
+            redact(f"{where}: {message}" + (f": {_excerpt(body)}" if body is not None else "")),
             status_code=200,
-            body=None if body is None else json.dumps(body)[:2000],
+            body=None if body is None else redact(json.dumps(body)[:2000]),
             provider=self._preset.name,
         )
 

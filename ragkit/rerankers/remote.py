@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragkit._http import HTTPClient, RemoteClient, RetryPolicy, amap_concurrent, map_concurrent, public_url
+from ragkit._http import HTTPClient, RemoteClient, RetryPolicy, amap_concurrent, map_concurrent
 from ragkit.embedders.base import check_texts
 from ragkit.errors import ConfigError, RemoteError
 from ragkit.providers import RERANK_PROVIDERS, Provider, resolve_provider
@@ -65,6 +65,11 @@ class RemoteReranker(RemoteClient):
         'tei'
     """
 
+    _presets = RERANK_PROVIDERS
+    _default_provider = None
+    _generic_provider = "cohere-compatible"
+    _role = "reranker"
+
     def __init__(
         self,
         model: str,
@@ -83,7 +88,7 @@ class RemoteReranker(RemoteClient):
         check_text(model, "model")
         self.model = model
         self._preset, base = resolve_provider(
-            provider, base_url, RERANK_PROVIDERS, default=None, generic="cohere-compatible"
+            provider, base_url, self._presets, default=self._default_provider, generic=self._generic_provider
         )
         if api is None:
             api = self._preset.api  # type: ignore[assignment]
@@ -95,7 +100,7 @@ class RemoteReranker(RemoteClient):
         # A root that already ends in the path's version segment ("http://h/v1" + "/v1/rerank").
         path = self._preset.path
         head = "/" + path.lstrip("/").split("/", 1)[0]
-        if head != path and base.endswith(head):
+        if head != path and base.partition("?")[0].endswith(head):
             path = path[len(head) :]
         self._path = path
 
@@ -128,7 +133,7 @@ class RemoteReranker(RemoteClient):
     def __repr__(self) -> str:
         return (
             f"RemoteReranker({self.model!r}, provider={self._preset.name!r}, "
-            f"url={public_url(self._http.url(self._path))!r}, api={self._api!r})"
+            f"url={self._http.public_url(self._path)!r}, api={self._api!r})"
         )
 
     def spec(self) -> dict[str, Any]:
@@ -144,7 +149,7 @@ class RemoteReranker(RemoteClient):
             "class": "ragkit.rerankers.RemoteReranker",
             "model": self.model,
             "provider": preset,
-            "base_url": public_url(self._http.base_url),
+            "base_url": self._http.public_url(),
             "api": self._api,
             "batch_size": self._batch_arg,
             "max_concurrency": self._max_concurrency,
@@ -204,9 +209,10 @@ class RemoteReranker(RemoteClient):
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _error(self, message: str, body: Any = None) -> RemoteError:
-        text = None if body is None else json.dumps(body)[:2000]
+        redact = self._http.redact  # an answer may echo the key or the URL back
+        text = None if body is None else redact(json.dumps(body)[:2000])
         return RemoteError(
-            f"{self._preset.name}: POST {self._http.url(self._path)}: {message}"
+            redact(f"{self._preset.name}: POST {self._http.public_url(self._path)}: {message}")
             + (f": {text[:200]}" if text else ""),
             status_code=200,
             body=text,
