@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from ragkit import Pipeline
+    from ragkit.backends import LocalBackend
     from ragkit.demo import offline_model_dir
     from ragkit.embedders import TransformersEmbedder
     from ragkit.evaluation import evaluate, load_dataset
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {}
     for label, quantize in (("float32", None), ("int8", "int8")):
         emb = TransformersEmbedder(model, pooling="auto", quantize=quantize, on_truncate="ignore")
-        pipe = Pipeline(emb, lexical=False, query_cache_size=0)
+        pipe = Pipeline(emb, backend=LocalBackend(lexical=False), query_cache_size=0)
         started = time.perf_counter()
         report = evaluate(pipe, dataset, modes=["dense"], show_progress=False)
         rows[label] = {**report.row("dense").metrics, "seconds": time.perf_counter() - started}

@@ -83,7 +83,7 @@ def run_ragkit(dataset: RetrievalDataset, model_dir: Path, args: argparse.Namesp
     info = {
         "model_load_seconds": load_seconds,
         "index_seconds": report.index_seconds,
-        "chunks": pipe.store.count_chunks(),
+        "chunks": pipe.backend.count_chunks(),
         "chunker": chunker.spec(),
         "embedder": {"pooling": embedder.pooling, "dim": embedder.dim, "max_length": embedder.max_length},
         "rrf_k": args.rrf_k,

@@ -32,6 +32,7 @@ from ragkit.errors import (
     RateLimitError,
     ReadOnlyError,
     RemoteError,
+    StorageError,
     UnavailableError,
 )
 from ragkit.types import Chunk, Document, Hit, SearchResults
@@ -64,6 +65,7 @@ __all__ = [
     "RecursiveChunker",
     "RemoteError",
     "SearchResults",
+    "StorageError",
     "UnavailableError",
     "__version__",
 ]

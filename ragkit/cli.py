@@ -78,7 +78,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     result = pipe.add(_read_documents(args.paths), show_progress=not args.quiet)
     pipe.save(out)
     _say(
-        f"{out}: {len(pipe)} documents, {pipe.store.count_chunks()} chunks "
+        f"{out}: {len(pipe)} documents, {pipe.backend.count_chunks()} chunks "
         f"(+{result.added} new, {result.updated} updated, {result.unchanged} unchanged, "
         f"{result.embedded} chunks embedded)"
     )

@@ -256,7 +256,7 @@ def run_demo(
     pipe = Pipeline(emb)
     pipe.add(CORPUS, show_progress=False)
     out.write(
-        f"indexed {len(pipe)} documents ({pipe.store.count_chunks()} chunks) in "
+        f"indexed {len(pipe)} documents ({pipe.backend.count_chunks()} chunks) in "
         f"{time.perf_counter() - started:.1f}s\n"
     )
     modes = [("dense", None), ("hybrid", None)] + ([("reranked", rr)] if rr is not None else [])

@@ -16,6 +16,7 @@ exception means the same thing, the ragkit error derives from it too (a wrong ty
     ├── IntegrityError                               a saved pipeline fails its checksums or counts
     ├── LockError                                    another process already writes to that directory
     ├── ReadOnlyError                                a write to a pipeline loaded with read_only=True
+    ├── StorageError              (also OSError)     the disk refused a write: full, read-only, no access
     └── RemoteError                                  an HTTP backend failed; has status_code, body, ...
         ├── AuthenticationError                      401 / 403: a missing or wrong API key
         ├── RateLimitError                           429, still after every retry
@@ -43,6 +44,7 @@ __all__ = [
     "RateLimitError",
     "ReadOnlyError",
     "RemoteError",
+    "StorageError",
     "UnavailableError",
 ]
 
@@ -105,6 +107,18 @@ class LockError(RagkitError):
 
 class ReadOnlyError(RagkitError):
     """A write was attempted on a pipeline loaded with ``read_only=True``."""
+
+
+class StorageError(RagkitError, OSError):
+    """The filesystem refused a write (disk full, no permission, a read-only mount).
+
+    Raised with the ``OSError`` chained. A save that fails this way leaves the previous save of the
+    directory loadable.
+
+    Example:
+        >>> isinstance(StorageError("the disk is full"), OSError)
+        True
+    """
 
 
 class RemoteError(RagkitError):

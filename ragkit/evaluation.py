@@ -11,7 +11,7 @@ reports): graded gains for nDCG, binary relevance (``rel > 0``) for the others. 
 returns several hits per document: every metric first keeps each document's first (best) hit only.
 
 Example:
-    >>> dataset = load_dataset("../shared/data/cisi")                    # doctest: +SKIP
+    >>> dataset = load_dataset("data/cisi")                    # doctest: +SKIP
     >>> report = evaluate(pipe, dataset, modes=("dense", "hybrid"))      # doctest: +SKIP
     >>> print(report)                                                    # doctest: +SKIP
     >>> ndcg_at_k(["d3", "d1", "d3"], {"d1": 1}, k=2)
@@ -222,7 +222,7 @@ def load_smart(directory: str | Path) -> RetrievalDataset:
         FileNotFoundError: the directory lacks one of the three files.
 
     Example:
-        >>> ds = load_smart("../shared/data/cisi")  # doctest: +SKIP
+        >>> ds = load_smart("data/cisi")  # doctest: +SKIP
         >>> ds                                        # doctest: +SKIP
         RetrievalDataset(name='cisi', documents=1460, queries=76, judgements=3114)
     """
@@ -258,7 +258,7 @@ def load_dataset(path: str | Path, *, split: str = "test") -> RetrievalDataset:
     id such as ``"BeIR/scifact"``), goes to :func:`load_hf_beir`.
 
     Example:
-        >>> ds = load_dataset("../shared/data/cisi")  # doctest: +SKIP
+        >>> ds = load_dataset("data/cisi")  # doctest: +SKIP
         >>> ds = load_dataset("BeIR/scifact")         # doctest: +SKIP
     """
     if not isinstance(path, (str, Path)):

@@ -4,16 +4,18 @@ The FAISS and BM25 indexes are derived from what is here and can always be rebui
 write is one transaction that also bumps a generation counter, so a reader can tell whether a derived
 index saved beside the store is still current.
 
-Metadata filters (DESIGN.md "Filters") are translated to parameterised SQL over SQLite's JSON
-functions: keys and values travel as bound parameters, never as SQL text.
+Metadata filters (:mod:`ragkit.filters`) are translated to parameterised SQL over SQLite's JSON
+functions by :func:`ragkit.backends.sqlite_filter.sqlite_where`: keys and values travel as bound
+parameters, never as SQL text.
 
 Example:
     >>> import numpy as np
+    >>> from ragkit.backends.base import Upsert
     >>> from ragkit.types import Document, Chunk
     >>> store = SQLiteStore(":memory:")
     >>> doc = Document(id="a", text="hello world", metadata={"lang": "en"})
     >>> chunk = Chunk(id="a#0", doc_id="a", text="hello world", start=0, end=11)
-    >>> _ = store.write([(doc, [chunk], np.ones((1, 4), np.float32))])
+    >>> _ = store.write([Upsert(doc, (chunk,), np.ones((1, 4), np.float32))])
     >>> store.filter_ids({"lang": "en"}).tolist()
     [1]
 """
@@ -22,20 +24,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ragkit.errors import IntegrityError, InvalidInputError, ReadOnlyError
+from ragkit.backends.base import Upsert
+from ragkit.backends.sqlite_filter import sqlite_where
+from ragkit.errors import IntegrityError, InvalidInputError, LockError, ReadOnlyError, StorageError
+from ragkit.filters import Node, check_metadata, parse_filter
 from ragkit.types import Chunk, Document
 
-__all__ = ["SQLiteStore", "WriteResult", "compile_filter", "text_hash"]
+logger = logging.getLogger("ragkit")
+
+__all__ = ["SQLiteStore", "WriteResult", "text_hash"]
 
 SCHEMA_VERSION = 1
 
@@ -66,142 +74,6 @@ CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(hash);
 def text_hash(text: str) -> str:
     """The content hash of a chunk or document text (sha256, hex)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _metadata_json(metadata: Mapping[str, Any]) -> str:
-    try:
-        return json.dumps(metadata, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise InvalidInputError(f"metadata must be JSON-serialisable without NaN/inf: {e}") from e
-
-
-# ---------------------------------------------------------------------------------------------- filters
-
-
-def filter_key_parts(key: Any) -> list[str]:
-    """The segments of a dotted filter key; every backend validates keys alike."""
-    if not isinstance(key, str) or not key:
-        raise InvalidInputError(f"filter keys must be non-empty str, got {key!r}")
-    parts = key.split(".")
-    if any(not p or '"' in p for p in parts):
-        raise InvalidInputError(f"filter key {key!r}: empty segments and double quotes are not supported")
-    return parts
-
-
-def _json_path(key: Any) -> str:
-    return "$" + "".join(f'."{p}"' for p in filter_key_parts(key))
-
-
-def check_filter_scalar(value: Any, key: str) -> Any:
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidInputError(f"filter value for {key!r} must be finite, got {value}")
-        return value
-    raise InvalidInputError(
-        f"filter value for {key!r} must be a str, number, bool or None, got {type(value).__name__}"
-    )
-
-
-def _eq_condition(value: Any, params: list[Any]) -> str:
-    """An SQL condition on a ``json_each`` row (columns ``type`` and ``atom``) equal to ``value``.
-
-    JSON types are compared as such: true/false only equal bools, numbers only numbers (1 == 1.0),
-    strings only strings, null only None.
-    """
-    if value is None:
-        return "je.type = 'null'"
-    if isinstance(value, bool):
-        return "je.type = 'true'" if value else "je.type = 'false'"
-    if isinstance(value, (int, float)):
-        params.append(value)
-        return "(je.type IN ('integer', 'real') AND je.atom = ?)"
-    params.append(value)
-    return "(je.type = 'text' AND je.atom = ?)"
-
-
-def _cmp_condition(op: str, value: Any, key: str, params: list[Any]) -> str:
-    sql_op = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
-    if isinstance(value, bool) or value is None:
-        raise InvalidInputError(f"{op} on {key!r} needs a number or a str, got {value!r}")
-    params.append(value)
-    if isinstance(value, (int, float)):
-        return f"(je.type IN ('integer', 'real') AND je.atom {sql_op} ?)"
-    return f"(je.type = 'text' AND je.atom {sql_op} ?)"
-
-
-def _any_element(column: str, path: str, condition: str, params: list[Any], cond_params: list[Any]) -> str:
-    # json_each over a scalar yields that scalar, over an array its elements: equality on a list-valued
-    # field matches when any element matches. Objects never match a scalar condition.
-    params.extend([path, path])
-    params.extend(cond_params)
-    return (
-        f"(json_type({column}, ?) IS NOT 'object' AND "
-        f"EXISTS (SELECT 1 FROM json_each({column}, ?) AS je WHERE {condition}))"
-    )
-
-
-def compile_filter(filter: Mapping[str, Any] | None, column: str = "d.metadata") -> tuple[str, list[Any]]:
-    """Translate a metadata filter into an SQL condition and its parameters.
-
-    Operators: equality, ``$in``, ``$ne``, ``$gt``/``$gte``/``$lt``/``$lte``, ``$exists``; several keys
-    (and several operators on one key) combine with AND; dotted keys reach nested objects. A missing
-    field matches nothing except ``{"$exists": False}``.
-
-    Example:
-        >>> sql, params = compile_filter({"year": {"$gte": 2020}})
-        >>> params
-        ['$."year"', '$."year"', 2020]
-    """
-    if filter is None:
-        return "1", []
-    if not isinstance(filter, Mapping):
-        raise InvalidInputError(f"filter must be a dict, got {type(filter).__name__}")
-    clauses: list[str] = []
-    params: list[Any] = []
-    for key, spec in filter.items():
-        path = _json_path(key)
-        ops = spec if isinstance(spec, Mapping) else {"$eq": spec}
-        if isinstance(spec, Mapping) and (
-            not spec or not all(isinstance(k, str) and k.startswith("$") for k in spec)
-        ):
-            raise InvalidInputError(
-                f"filter on {key!r}: a dict value must hold operators ($in, $ne, $gt, ...); "
-                "reach nested fields with dotted keys such as 'a.b'"
-            )
-        for op, value in ops.items():
-            cond_params: list[Any] = []
-            if op == "$eq":
-                cond = _eq_condition(check_filter_scalar(value, key), cond_params)
-                clauses.append(_any_element(column, path, cond, params, cond_params))
-            elif op == "$in":
-                if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-                    raise InvalidInputError(f"$in on {key!r} needs a list of values, got {value!r}")
-                values = [check_filter_scalar(v, key) for v in value]
-                if not values:
-                    clauses.append("0")
-                    continue
-                cond = "(" + " OR ".join(_eq_condition(v, cond_params) for v in values) + ")"
-                clauses.append(_any_element(column, path, cond, params, cond_params))
-            elif op == "$ne":
-                cond = _eq_condition(check_filter_scalar(value, key), cond_params)
-                inner = _any_element(column, path, cond, params, cond_params)
-                params.append(path)
-                clauses.append(f"(NOT {inner} AND json_type({column}, ?) IS NOT NULL)")
-            elif op in ("$gt", "$gte", "$lt", "$lte"):
-                cond = _cmp_condition(op, check_filter_scalar(value, key), key, cond_params)
-                clauses.append(_any_element(column, path, cond, params, cond_params))
-            elif op == "$exists":
-                if not isinstance(value, bool):
-                    raise InvalidInputError(f"$exists on {key!r} needs true or false, got {value!r}")
-                params.append(path)
-                clauses.append(f"(json_type({column}, ?) IS {'NOT ' if value else ''}NULL)")
-            else:
-                raise InvalidInputError(
-                    f"unknown filter operator {op!r} on {key!r}: use $in, $ne, $gt, $gte, $lt, $lte, $exists"
-                )
-    return (" AND ".join(clauses) or "1"), params
 
 
 # ------------------------------------------------------------------------------------------------ store
@@ -242,6 +114,7 @@ class SQLiteStore:
         self._write_lock = threading.RLock()
         self._connections: list[sqlite3.Connection] = []
         self._shared: sqlite3.Connection | None = None
+        self._immutable_copy: Any = None
         if self.path == ":memory:":
             self._shared = self._open()
         if not read_only:
@@ -260,8 +133,7 @@ class SQLiteStore:
     def _open(self) -> sqlite3.Connection:
         try:
             if self.read_only:
-                uri = Path(self.path).resolve().as_uri() + "?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+                conn = self._open_read_only()
             else:
                 conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -271,6 +143,39 @@ class SQLiteStore:
             raise IntegrityError(f"cannot open the store {self.path}: {e}") from e
         self._connections.append(conn)
         return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A read-only connection, also on a read-only filesystem.
+
+        A WAL database wants its ``-shm`` file writable even for readers. Where it cannot be
+        (a read-only mount), the file is opened ``immutable`` when no committed transaction waits
+        in a ``-wal`` file, else from a private copy of the database and its WAL.
+        """
+        path = Path(self.path).resolve()
+        uri = path.as_uri()
+        if self._immutable_copy is not None:
+            uri = Path(self._immutable_copy.name, path.name).as_uri()
+        conn = sqlite3.connect(uri + "?mode=ro", uri=True, check_same_thread=False, timeout=30)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError as e:
+            conn.close()
+            if not _read_only_filesystem(path.parent):
+                raise IntegrityError(f"cannot open the store {self.path}: {e}") from e
+        wal = path.with_name(path.name + "-wal")
+        if not wal.exists() or wal.stat().st_size == 0:
+            conn = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, check_same_thread=False)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        import shutil
+        import tempfile
+
+        logger.info("%s: read-only filesystem with a pending WAL; reading a private copy", path)
+        self._immutable_copy = tempfile.TemporaryDirectory(prefix="ragkit-ro-")
+        for src in (path, wal):
+            shutil.copyfile(src, Path(self._immutable_copy.name, src.name))
+        return self._open_read_only()
 
     def _conn(self) -> sqlite3.Connection:
         if self._shared is not None:
@@ -299,20 +204,26 @@ class SQLiteStore:
                 yield conn
                 conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
                 conn.commit()
-            except BaseException:
-                conn.rollback()
+            except BaseException as e:
+                with suppress(sqlite3.Error):
+                    conn.rollback()
+                if isinstance(e, UnicodeEncodeError):
+                    raise InvalidInputError(f"text that UTF-8 cannot encode: {e}") from e
+                if isinstance(e, sqlite3.OperationalError):
+                    raise _storage_error(self.path, e) from e
                 raise
 
     def close(self) -> None:
         """Close every connection (idempotent)."""
         for conn in self._connections:
-            try:
+            with suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:
-                pass
         self._connections.clear()
         self._shared = None
         self._local = threading.local()
+        if self._immutable_copy is not None:
+            self._immutable_copy.cleanup()
+            self._immutable_copy = None
 
     # -- metadata of the store itself
 
@@ -419,14 +330,24 @@ class SQLiteStore:
         rows = self._conn().execute("SELECT n, vid FROM chunks WHERE doc_id = ? ORDER BY n", (doc_id,))
         return [(int(n), int(v)) for n, v in rows]
 
-    def filter_ids(self, filter: Mapping[str, Any] | None) -> np.ndarray:
+    def filter_ids(self, filter: Node | Mapping[str, Any] | None) -> np.ndarray:
         """Vector ids of the chunks whose document metadata matches ``filter`` (int64, sorted)."""
-        where, params = compile_filter(filter)
+        where, params = sqlite_where(parse_filter(filter))
         rows = self._conn().execute(
             f"SELECT c.vid FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE {where} ORDER BY c.vid",
             params,
         )
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def get_vectors(self, vids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored vectors by vector id (ids that no longer exist are absent)."""
+        out: dict[int, np.ndarray] = {}
+        conn = self._conn()
+        for part in _batches([int(v) for v in vids], 500):
+            marks = ",".join("?" * len(part))
+            for vid, blob in conn.execute(f"SELECT vid, vector FROM chunks WHERE vid IN ({marks})", part):
+                out[int(vid)] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+        return out
 
     def iter_vectors(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids, vectors)`` pages over every chunk, for rebuilding a vector index."""
@@ -464,25 +385,30 @@ class SQLiteStore:
 
     # -- writes
 
-    def write(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray]]) -> WriteResult:
-        """Upsert documents with their chunks and chunk vectors, in one transaction.
+    def write(
+        self, upserts: Sequence[Upsert], metadata_updates: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> WriteResult:
+        """Upsert documents with their chunks and vectors, and replace other documents' metadata,
+        in one transaction: on any error nothing is written.
 
         A document id that exists is replaced: its old chunks are removed (their vector ids are
         reported in ``removed_ids``) and the new ones get fresh vector ids.
         """
         result = WriteResult()
+        # Serialised before the transaction, so that bad metadata fails before anything is written.
+        rows = [(item, check_metadata(item.document.metadata)) for item in upserts]
+        updates = [(doc_id, check_metadata(md)) for doc_id, md in (metadata_updates or {}).items()]
         with self._transaction() as conn:
-            for doc, chunks, vectors in items:
-                if len(chunks) != len(vectors):
-                    raise InvalidInputError(f"{doc.id!r}: {len(chunks)} chunks but {len(vectors)} vectors")
+            for item, metadata in rows:
+                doc = item.document
                 old = conn.execute("SELECT vid FROM chunks WHERE doc_id = ?", (doc.id,)).fetchall()
                 result.removed_ids.extend(int(r[0]) for r in old)
                 conn.execute("DELETE FROM documents WHERE id = ?", (doc.id,))
                 conn.execute(
                     "INSERT INTO documents (id, text, metadata, hash) VALUES (?, ?, ?, ?)",
-                    (doc.id, doc.text, _metadata_json(doc.metadata), text_hash(doc.text)),
+                    (doc.id, doc.text, metadata, text_hash(doc.text)),
                 )
-                for n, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True)):
+                for n, (chunk, vector) in enumerate(zip(item.chunks, item.vectors, strict=True)):
                     blob = np.ascontiguousarray(vector, dtype="<f4").tobytes()
                     cur = conn.execute(
                         'INSERT INTO chunks (doc_id, n, text, start, "end", hash, vector) '
@@ -491,6 +417,8 @@ class SQLiteStore:
                     )
                     result.added_ids.append(int(cur.lastrowid))
                     result.added_vectors.append(np.asarray(vector, dtype=np.float32))
+            for doc_id, metadata in updates:
+                conn.execute("UPDATE documents SET metadata = ? WHERE id = ?", (metadata, doc_id))
         return result
 
     def delete_documents(self, doc_ids: Sequence[str]) -> tuple[int, list[int]]:
@@ -508,9 +436,10 @@ class SQLiteStore:
 
     def update_metadata(self, doc_id: str, metadata: Mapping[str, Any]) -> bool:
         """Replace a document's metadata; ``False`` when there is no such document."""
+        check_metadata(metadata)
         with self._transaction() as conn:
             cur = conn.execute(
-                "UPDATE documents SET metadata = ? WHERE id = ?", (_metadata_json(metadata), doc_id)
+                "UPDATE documents SET metadata = ? WHERE id = ?", (check_metadata(metadata), doc_id)
             )
             return cur.rowcount > 0
 
@@ -566,18 +495,24 @@ class SQLiteStore:
         """Fold the WAL into the main file and make it durable (before a save)."""
         if not self.read_only:
             with self._write_lock:
-                self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                try:
+                    self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.OperationalError as e:
+                    raise _storage_error(self.path, e) from e
 
     def backup_to(self, path: str | Path) -> None:
         """Copy the whole database, consistently, to ``path`` (SQLite's online backup)."""
-        target = sqlite3.connect(str(path))
         try:
-            with self._write_lock:
-                self._conn().backup(target)
-            target.execute("PRAGMA journal_mode=WAL")
-            target.commit()
-        finally:
-            target.close()
+            target = sqlite3.connect(str(path))
+            try:
+                with self._write_lock:
+                    self._conn().backup(target)
+                target.execute("PRAGMA journal_mode=WAL")
+                target.commit()
+            finally:
+                target.close()
+        except sqlite3.OperationalError as e:
+            raise _storage_error(str(path), e) from e
 
     def integrity_check(self) -> None:
         """Raise :class:`IntegrityError` unless SQLite's ``quick_check`` passes."""
@@ -587,6 +522,22 @@ class SQLiteStore:
             raise IntegrityError(f"the store {self.path} is damaged: {e}") from e
         if row is None or row[0] != "ok":
             raise IntegrityError(f"the store {self.path} is damaged: {row and row[0]}")
+
+
+def _read_only_filesystem(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _storage_error(path: str, e: sqlite3.OperationalError) -> Exception:
+    text = str(e)
+    if "full" in text or "disk I/O" in text or "readonly" in text:
+        return StorageError(f"the store {path} refused a write ({text}); nothing of it was written")
+    if "locked" in text or "busy" in text:
+        return LockError(f"the store {path} stayed locked by another connection for 30 s: {text}")
+    return IntegrityError(f"the store {path} failed: {text}")
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ragkit.errors import InputTypeError
+from ragkit.errors import InputTypeError, InvalidInputError
 
 __all__ = ["Chunk", "Document", "Hit", "SearchResults", "content_id", "to_document"]
 
@@ -31,9 +31,24 @@ def content_id(text: str) -> str:
 
 
 def check_text(value: Any, what: str = "text") -> str:
-    """Return ``value`` if it is a ``str``; raise :class:`InputTypeError` otherwise."""
+    """Return ``value`` if it is a ``str`` that UTF-8 can encode; raise a ragkit error otherwise.
+
+    A wrong type is an :class:`InputTypeError`; a lone surrogate (``"\\ud800"``, which no UTF-8
+    store, tokenizer or HTTP body can carry) is an :class:`InvalidInputError`.
+
+    Example:
+        >>> check_text("ok")
+        'ok'
+    """
     if not isinstance(value, str):
         raise InputTypeError(f"{what} must be a str, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(
+            f"{what} holds a lone surrogate at position {e.start} ({value[e.start]!r}), which is not "
+            "text: decode the source with errors='replace' or strip it"
+        ) from None
     return value
 
 
@@ -59,7 +74,7 @@ class Document(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _check(cls, data: Any) -> Any:
-        # Raised here rather than left to pydantic so that a wrong type is a TypeError, as DESIGN.md asks.
+        # Raised here rather than left to pydantic so that a wrong type is a TypeError (ragkit.errors).
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
@@ -80,15 +95,22 @@ class Document(BaseModel):
 def to_document(item: Any) -> Document:
     """Normalise what users pass to ``Pipeline.add``: a ``str``, a ``dict`` or a :class:`Document`.
 
+    The text and id must be UTF-8 encodable (:func:`check_text`).
+
     Example:
         >>> to_document({"id": "a", "text": "hi"}).id
         'a'
     """
     if isinstance(item, Document):
+        check_text(item.text, "Document.text")
+        check_text(item.id, "Document.id")
         return item
     if isinstance(item, str):
-        return Document(text=item)
+        return Document(text=check_text(item, "Document.text"))
     if isinstance(item, Mapping):
+        check_text(item.get("text"), "Document.text")
+        if isinstance(item.get("id"), str):
+            check_text(item["id"], "Document.id")
         return Document(**item)
     raise InputTypeError(f"expected a str, dict or Document, got {type(item).__name__}")
 

@@ -442,7 +442,7 @@ def test_evaluate_a_real_pipeline_counts_documents_not_chunks():
     )
     with Pipeline(HashEmbedder(dim=256), chunker=RecursiveChunker(60, 0)) as pipe:
         report = evaluate(pipe, dataset, modes=("lexical", "dense", "hybrid"), k=3, ks=(2, 3))
-        assert len(pipe) == 4 and pipe.store.count_chunks() > 5
+        assert len(pipe) == 4 and pipe.backend.count_chunks() > 5
         assert report.index_seconds is not None
     for mode in ("lexical", "dense", "hybrid"):
         metrics = report.row(mode).metrics

@@ -37,6 +37,7 @@ PUBLIC = [
     "RecursiveChunker",
     "RemoteError",
     "SearchResults",
+    "StorageError",
     "UnavailableError",
     "__version__",
 ]
@@ -57,7 +58,9 @@ def test_all_is_pinned_sorted_and_resolvable():
             ["DEFAULT_QWEN3_TASK", "Embedder", "OpenAIEmbedder", "Qwen3Embedder", "TransformersEmbedder"],
         ),
         ("ragkit.rerankers", ["Qwen3Reranker", "RemoteReranker", "Reranker", "rerank"]),
-        ("ragkit.index", ["FaissIndex", "PgVectorIndex", "VectorIndex"]),
+        ("ragkit.index", ["FaissIndex", "VectorIndex"]),
+        ("ragkit.backends", ["Backend", "LocalBackend", "PostgresBackend", "open_saved"]),
+        ("ragkit.components", ["ROLES", "build_component", "component_entry", "register_component"]),
     ],
 )
 def test_subpackage_surfaces(module, names):
@@ -78,7 +81,8 @@ def _run(code: str) -> str:
 def test_import_needs_no_heavy_dependency():
     heavy = ("torch", "transformers", "faiss", "bm25s", "fastapi", "psycopg", "datasets")
     out = _run(
-        "import sys, ragkit, ragkit.embedders, ragkit.rerankers, ragkit.index; "
+        "import sys, ragkit, ragkit.embedders, ragkit.rerankers, ragkit.index, ragkit.backends, "
+        "ragkit.components, ragkit.filters, ragkit.persistence; "
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     )
     assert out == "[]"

@@ -36,13 +36,14 @@ def dense_order() -> list[int]:
 
 def test_search_and_asearch_use_the_remote_clients(api):
     from ragkit import Document, Pipeline
+    from ragkit.backends import LocalBackend
 
     emb = OpenAIEmbedder("Qwen/Qwen3-Embedding-0.6B", provider="vllm", base_url=api.url + "/v1", dim=64)
     rr = RemoteReranker("Qwen/Qwen3-Reranker-0.6B", provider="vllm", base_url=api.url)
-    pipe = Pipeline(emb, reranker=rr, lexical=False)
+    pipe = Pipeline(emb, reranker=rr, backend=LocalBackend(lexical=False))
     pipe.add([Document(id=f"d{i}", text=t) for i, t in enumerate(TEXTS)])
 
-    plain = Pipeline(emb, lexical=False)
+    plain = Pipeline(emb, backend=LocalBackend(lexical=False))
     plain.add([Document(id=f"d{i}", text=t) for i, t in enumerate(TEXTS)])
     hits = plain.search(QUERY, k=3)
     assert [h.doc_id for h in hits] == [f"d{i}" for i in dense_order()[:3]]

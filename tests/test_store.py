@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from filter_cases import BAD_FILTERS, CASES, DOCS, INJECTIONS
 
 from ragkit.errors import IntegrityError, InvalidInputError, ReadOnlyError
+from ragkit.backends.base import Upsert
 from ragkit.store import SQLiteStore
 from ragkit.types import Chunk, Document
 
@@ -15,8 +18,8 @@ def _item(doc_id: str, metadata: dict, text: str | None = None, n_chunks: int = 
     chunks = [
         Chunk(id=f"{doc_id}#{i}", doc_id=doc_id, text=text, start=0, end=len(text)) for i in range(n_chunks)
     ]
-    vectors = np.random.default_rng(abs(hash(doc_id)) % 2**32).normal(size=(n_chunks, 8)).astype(np.float32)
-    return doc, chunks, vectors
+    vectors = np.random.default_rng(zlib.crc32(doc_id.encode())).normal(size=(n_chunks, 8)).astype(np.float32)
+    return Upsert(doc, tuple(chunks), vectors)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +70,9 @@ def test_upsert_replaces_chunks_with_fresh_ids_and_bumps_generation(tmp_path):
 
 def test_vectors_round_trip_and_embedding_cache(tmp_path):
     store = SQLiteStore(tmp_path / "s.sqlite")
-    doc, chunks, vectors = _item("a", {}, text="same text", n_chunks=1)
-    store.write([(doc, chunks, vectors)])
+    item = _item("a", {}, text="same text", n_chunks=1)
+    vectors = item.vectors
+    store.write([item])
     ((ids, stored),) = list(store.iter_vectors())
     np.testing.assert_array_equal(stored, vectors)
     from ragkit.store import text_hash
@@ -96,7 +100,6 @@ def test_damaged_file_raises_integrity_error(tmp_path):
 
 def test_metadata_must_be_json(tmp_path):
     store = SQLiteStore(tmp_path / "s.sqlite")
-    doc, chunks, vectors = _item("a", {"x": float("nan")})
     with pytest.raises(InvalidInputError):
-        store.write([(doc, chunks, vectors)])
+        store.write([_item("a", {"x": float("nan")})])
     assert store.count_documents() == 0  # the failed transaction left nothing behind

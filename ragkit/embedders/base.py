@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ragkit.errors import ConfigError, InputTypeError, InvalidInputError
+from ragkit.types import check_text
 
 __all__ = [
     "DEFAULT_QWEN3_TASK",
@@ -77,6 +78,8 @@ def canonical_model_name(name: str) -> str:
 def check_texts(texts: Any, what: str = "texts") -> list[str]:
     """Return ``texts`` as a list of ``str``; raise a clear error for a bare string or a non-str item.
 
+    Each item must be UTF-8 encodable (a lone surrogate raises :class:`InvalidInputError`).
+
     Example:
         >>> check_texts(("a", ""))
         ['a', '']
@@ -92,6 +95,7 @@ def check_texts(texts: Any, what: str = "texts") -> list[str]:
     for i, t in enumerate(items):
         if not isinstance(t, str):
             raise InputTypeError(f"{what}[{i}] must be a str, got {type(t).__name__}")
+        check_text(t, f"{what}[{i}]")
     return items
 
 

@@ -12,11 +12,9 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +26,7 @@ import numpy as np
 from ragkit._deps import require
 from ragkit.errors import ConfigError, InputTypeError, IntegrityError, InvalidInputError
 from ragkit.index.base import check_vectors
+from ragkit.persistence import write_atomic
 
 __all__ = ["FaissIndex"]
 
@@ -46,7 +45,9 @@ _SPEC_KEYS = (
     "rebuild_ratio",
 )
 _FORMAT = "ragkit-faiss"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+# Version 1 sidecars also held the binary's sha256; it is ignored (checksums are the manifest's).
+_READABLE_VERSIONS = (1, 2)
 # FAISS's k-means wants at least this many training points per centroid (it warns below it).
 _MIN_POINTS_PER_CENTROID = 39
 # A filtered HNSW/IVF search over this many allowed vectors or fewer is always computed exactly.
@@ -149,26 +150,6 @@ def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write through ``write(tmp_path)``, fsync, then ``os.replace`` onto ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class FaissIndex:
     """A FAISS nearest-neighbour index over L2-normalised float32 vectors with caller-given int64 ids.
 
@@ -212,7 +193,7 @@ class FaissIndex:
 
     Persistence:
         ``save(path)`` writes the FAISS binary to ``path`` and a JSON sidecar to ``path + ".json"``
-        (kind, parameters, dim, counts, tombstones, the binary's size and sha256). ``load`` checks
+        (kind, parameters, dim, counts, tombstones, the binary's size). ``load`` checks
         the sidecar against the file before FAISS reads a byte of it. No pickle.
 
     Args:
@@ -661,7 +642,9 @@ class FaissIndex:
         """Write the index to ``path`` (FAISS binary) and ``path + ".json"`` (the sidecar).
 
         Each file is replaced atomically, the sidecar last; it records the binary's size and
-        sha256, so a crash between the two is caught by :meth:`load`.
+        structure (kind, counts, tombstones), so a crash between the two or a truncated file is
+        caught by :meth:`load`. Content checksums are the caller's layer: a saved pipeline's
+        manifest records the sha256 of both files (:mod:`ragkit.persistence`).
 
         Example:
             >>> import numpy as np, tempfile, os
@@ -680,9 +663,9 @@ class FaissIndex:
         with self._lock.read():
             faiss = _faiss()
             if self._index is None:
-                _write_atomic(path, lambda tmp: tmp.write_bytes(b""))
+                write_atomic(path, lambda tmp: tmp.write_bytes(b""))
             else:
-                _write_atomic(path, lambda tmp: faiss.write_index(self._index, str(tmp)))
+                write_atomic(path, lambda tmp: faiss.write_index(self._index, str(tmp)))
             sidecar = {
                 "format": _FORMAT,
                 "format_version": _FORMAT_VERSION,
@@ -693,18 +676,17 @@ class FaissIndex:
                 "live": len(self._live),
                 "tombstones": self._tombs.tolist(),
                 "bytes": path.stat().st_size,
-                "sha256": _sha256(path),
             }
             text = json.dumps(sidecar, indent=1)
-            _write_atomic(_sidecar(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            write_atomic(_sidecar(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def load(self, path: str | Path) -> None:
         """Replace this index's contents (and kind, parameters, dim) with a saved one.
 
         Raises:
             FileNotFoundError: ``path`` does not exist.
-            IntegrityError: the sidecar is missing or unreadable, or the binary's size, checksum,
-                type or counts do not match it (a truncated or corrupted file).
+            IntegrityError: the sidecar is missing or unreadable, or the binary's size, type or
+                counts do not match it (a truncated or corrupted file).
 
         Example:
             >>> import numpy as np, tempfile, os
@@ -722,8 +704,6 @@ class FaissIndex:
         size = path.stat().st_size
         if size != meta["bytes"]:
             raise IntegrityError(f"{path} has {size} bytes, its sidecar says {meta['bytes']}: truncated?")
-        if _sha256(path) != meta["sha256"]:
-            raise IntegrityError(f"{path} does not match the sha256 in its sidecar: the file is corrupted")
         try:
             fresh = FaissIndex.from_spec(meta["spec"])
         except (ConfigError, InputTypeError, TypeError) as e:
@@ -765,7 +745,7 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
         raise IntegrityError(f"{side} is not readable JSON: {e}") from e
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         raise IntegrityError(f"{side} is not a ragkit FAISS sidecar")
-    if meta.get("format_version") != _FORMAT_VERSION:
+    if meta.get("format_version") not in _READABLE_VERSIONS:
         raise IntegrityError(
             f"{side} has format_version {meta.get('format_version')!r}; this ragkit reads "
             f"{_FORMAT_VERSION}: rebuild the index from the store (Pipeline.load does it)"
@@ -777,7 +757,6 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
         "live": int,
         "tombstones": list,
         "bytes": int,
-        "sha256": str,
     }
     for key, typ in expected.items():
         if not isinstance(meta.get(key), typ):

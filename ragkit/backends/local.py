@@ -1,0 +1,599 @@
+"""The local backend (the default): SQLite is the truth, FAISS and BM25 are derived from it.
+
+Documents, chunks, metadata and chunk vectors live in one SQLite file (:class:`~ragkit.store.SQLiteStore`).
+The FAISS index and the BM25 index are built from it, kept in step with every write, saved beside it
+with the store's generation, and rebuilt from it whenever they are missing, stale or corrupt.
+
+In a directory (after :meth:`Pipeline.save <ragkit.Pipeline.save>` or a load), the store is
+``store-<tag>.sqlite`` and the derived files are ``vectors-<tag>.faiss`` (+ ``.json``) and
+``lexical-<tag>/``; ``manifest.json`` says which are current (see :mod:`ragkit.persistence`).
+
+Example:
+    >>> from ragkit.backends import LocalBackend
+    >>> from ragkit.index import FaissIndex
+    >>> backend = LocalBackend(FaissIndex("flat"), lexical=False)
+    >>> backend.count_documents()
+    0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragkit import persistence
+from ragkit._sync import RWLock
+from ragkit.backends.base import SavedBackend, Upsert, check_vectors, empty_hits
+from ragkit.errors import ConfigError, InputTypeError, IntegrityError, ReadOnlyError
+from ragkit.filters import Node, parse_filter
+from ragkit.persistence import DirLock, Manifest, storage_errors
+from ragkit.store import SQLiteStore
+from ragkit.types import Chunk, Document
+
+__all__ = ["LocalBackend"]
+
+logger = logging.getLogger("ragkit")
+
+# A name from a manifest is a plain file name: never a path that leaves the directory.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+# Generation changes a save tolerates before it snapshots under the write lock.
+_SNAPSHOT_TRIES = 5
+
+
+def _committed(directory: Path, saved_entry: SavedBackend | None) -> bool:
+    """Whether the manifest in ``directory`` already names ``saved_entry`` (the commit happened)."""
+    if saved_entry is None:
+        return False
+    try:
+        return persistence.read_manifest(directory).backend == saved_entry.entry
+    except IntegrityError:
+        return False
+
+
+def _remove_tagged(directory: Path, tag: str) -> None:
+    """Remove what a failed save wrote: every file whose name carries its tag."""
+    import shutil
+
+    for p in directory.glob(f"*{tag}*"):
+        with contextlib.suppress(OSError):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
+
+
+def _safe_name(entry: Mapping[str, Any], key: str, *, optional: bool = False) -> str | None:
+    value = entry.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+        raise IntegrityError(f"the manifest's backend.{key} is not a valid file name: {value!r}")
+    return value
+
+
+class LocalBackend:
+    """SQLite + FAISS + BM25 in this process; saved as files in a directory.
+
+    Args:
+        index: the vector index; ``None`` is ``FaissIndex()`` (exact while small, HNSW once large).
+        lexical: keep a BM25 index for ``mode="lexical"`` / ``"hybrid"`` (``True``), none
+            (``False``), or a configured :class:`~ragkit.lexical.BM25Index` to use its settings.
+
+    The derived indexes catch up with the store lazily (first search or write after a change).
+    Searches run concurrently; writes and rebuilds take a write lock. One writer process per
+    directory: the writer lock is taken at the first write or save, not at load.
+
+    Example:
+        >>> from ragkit import Pipeline
+        >>> from ragkit.backends import LocalBackend
+        >>> from ragkit.index import FaissIndex
+        >>> pipe = Pipeline(embedder, backend=LocalBackend(FaissIndex("hnsw")))  # doctest: +SKIP
+    """
+
+    def __init__(self, index: Any = None, *, lexical: Any = True) -> None:
+        if index is None:
+            from ragkit.index.faiss import FaissIndex
+
+            index = FaissIndex()
+        for attr in ("add", "delete", "search", "clear", "save", "load", "__len__"):
+            if not hasattr(index, attr):
+                raise InputTypeError(f"index lacks {attr!r}: see ragkit.index.VectorIndex")
+        self._index = index
+        self._bm25_settings = self._lexical_settings(lexical)
+        self._lock = RWLock()
+        self._index_generation = -1
+        self._bm25: Any = None
+        self._bm25_generation = -1
+        self._directory: Path | None = None
+        self._store_name: str | None = None
+        self._dir_lock: DirLock | None = None
+        self.read_only = False
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(prefix="ragkit-")
+        self._store = SQLiteStore(Path(self._tmpdir.name) / "store.sqlite")
+
+    @staticmethod
+    def _lexical_settings(lexical: Any) -> dict[str, Any] | None:
+        if lexical is True:
+            return {}
+        if lexical is False or lexical is None:
+            return None
+        spec = getattr(lexical, "spec", None)
+        if not callable(spec):
+            raise InputTypeError(f"lexical must be True, False or a BM25Index, got {type(lexical).__name__}")
+        return dict(spec())
+
+    # ------------------------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, root: Path, manifest: Manifest, *, read_only: bool) -> LocalBackend:
+        """Open a saved directory (the store read-only until the first write).
+
+        Raises:
+            IntegrityError: the store is damaged or does not match the manifest.
+
+        Example:
+            >>> backend = LocalBackend.open(Path("my-index"), read_manifest(Path("my-index")),
+            ...                             read_only=True)  # doctest: +SKIP
+        """
+        from ragkit.index.faiss import FaissIndex
+
+        entry = manifest.backend
+        store_name = _safe_name(entry, "store")
+        index_spec = entry.get("index") or {}
+        try:
+            index = FaissIndex.from_spec({k: v for k, v in index_spec.items() if k != "class"})
+        except (ConfigError, InputTypeError, TypeError) as e:
+            raise IntegrityError(f"the manifest's vector index settings are invalid: {e}") from e
+        lexical = entry.get("lexical_settings", {}) if entry.get("lexical_enabled", True) else None
+        self = cls.__new__(cls)
+        self._index = index
+        self._bm25_settings = dict(lexical) if isinstance(lexical, Mapping) else None
+        self._lock = RWLock()
+        self._index_generation = self._bm25_generation = -1
+        self._bm25 = None
+        self._tmpdir = None
+        self._directory, self._store_name = root, store_name
+        self._dir_lock = DirLock(root, owner=self)
+        self.read_only = read_only
+        store_path = root / store_name
+        if not store_path.is_file():
+            raise IntegrityError(f"{store_path} is missing: the directory is incomplete")
+        self._store = SQLiteStore(store_path, read_only=True)
+        try:
+            self._check_store(manifest)
+            self._load_derived(root, manifest)
+        except BaseException:
+            self._store.close()
+            raise
+        return self
+
+    def _check_store(self, manifest: Manifest) -> None:
+        store = self._store
+        store.integrity_check()
+        stored_fp = store.get_meta("fingerprint")
+        if stored_fp is not None and stored_fp != manifest.fingerprint:
+            raise IntegrityError(
+                "the manifest's fingerprint differs from the store's: the files do not belong together"
+            )
+        generation = store.generation
+        if generation < manifest.generation:
+            raise IntegrityError(
+                f"the store (generation {generation}) is older than the manifest ({manifest.generation}): "
+                "the store file was replaced or rolled back"
+            )
+        if generation == manifest.generation:
+            counts = {"documents": store.count_documents(), "chunks": store.count_chunks()}
+            saved = manifest.counts.model_dump()
+            if counts != saved:
+                raise IntegrityError(f"counts differ: the store holds {counts}, the manifest says {saved}")
+
+    def _load_derived(self, root: Path, manifest: Manifest) -> None:
+        """Load the saved derived indexes when current and intact; otherwise they are rebuilt lazily."""
+        entry = manifest.backend
+        current = self._store.generation == manifest.generation
+        if not current:
+            logger.info("%s: the store moved on since the last save; rebuilding the derived indexes", root)
+            return
+        vectors = _safe_name(entry, "vectors", optional=True)
+        if vectors and persistence.verify_files(root, manifest.files, vectors):
+            try:
+                self._index.load(root / vectors)
+                expected = manifest.counts.chunks
+                if len(self._index) != expected:
+                    raise IntegrityError(f"{vectors} holds {len(self._index)} vectors, not {expected}")
+                self._index_generation = manifest.generation
+            except (IntegrityError, OSError) as e:
+                logger.warning("%s: cannot use %s (%s); rebuilding it from the store", root, vectors, e)
+                self._index.clear()
+        lexical = _safe_name(entry, "lexical", optional=True)
+        wanted = self._bm25_settings is not None and lexical
+        if wanted and persistence.verify_files(root, manifest.files, lexical):
+            from ragkit.lexical import BM25Index
+
+            bm25 = BM25Index()
+            try:
+                bm25.load(root / lexical)
+                if len(bm25) != manifest.counts.chunks:
+                    raise IntegrityError(f"{lexical} holds {len(bm25)} chunks, the manifest says otherwise")
+            except (IntegrityError, OSError) as e:
+                logger.warning("%s: cannot use %s (%s); rebuilding it from the store", root, lexical, e)
+                return
+            self._bm25, self._bm25_generation = bm25, manifest.generation
+            self._bm25_settings = bm25.spec()
+
+    # -------------------------------------------------------------------------------- derived state
+
+    def _sync_index(self) -> None:
+        """Rebuild the vector index from the store when it does not reflect the store's generation."""
+        if self._store.generation == self._index_generation:
+            return
+        with self._lock.write():
+            generation = self._store.generation
+            if generation == self._index_generation:
+                return
+            started = time.perf_counter()
+            self._index.clear()
+            for ids, vectors in self._store.iter_vectors():
+                self._index.add(ids, vectors)
+            self._index_generation = generation
+            if len(self._index):
+                logger.info(
+                    "rebuilt the vector index from the store: %d vectors in %.2fs",
+                    len(self._index),
+                    time.perf_counter() - started,
+                )
+
+    def _lexical_index(self) -> Any:
+        """The BM25 index, rebuilt from the store when stale (never once per added batch)."""
+        if self._bm25_settings is None:
+            raise ConfigError(
+                "this pipeline keeps no BM25 index (LocalBackend(lexical=False)); "
+                "mode='lexical'/'hybrid' need one"
+            )
+        if self._bm25 is not None and self._bm25_generation == self._store.generation:
+            return self._bm25
+        with self._lock.write():
+            generation = self._store.generation
+            if self._bm25 is None or self._bm25_generation != generation:
+                from ragkit.lexical import BM25Index
+
+                ids: list[np.ndarray] = []
+                texts: list[str] = []
+                for page_ids, page_texts in self._store.iter_texts():
+                    ids.append(page_ids)
+                    texts.extend(page_texts)
+                # A new object, swapped in whole: concurrent searches keep using the old one meanwhile.
+                bm25 = BM25Index(**self._bm25_settings)
+                bm25.build(np.concatenate(ids) if ids else np.zeros(0, np.int64), texts)
+                self._bm25, self._bm25_generation = bm25, generation
+        return self._bm25
+
+    # ----------------------------------------------------------------------------------- identity
+
+    @property
+    def directory(self) -> Path | None:
+        """The directory this backend is saved in, or ``None`` while it lives in a temporary file."""
+        return self._directory
+
+    @property
+    def index(self) -> Any:
+        """The derived vector index (a :class:`~ragkit.index.FaissIndex` by default)."""
+        return self._index
+
+    @property
+    def lexical(self) -> bool:
+        """Whether a BM25 index is kept."""
+        return self._bm25_settings is not None
+
+    def __repr__(self) -> str:
+        where = str(self._directory) if self._directory else "in memory"
+        return f"LocalBackend({where}, index={self._index!r}, lexical={self.lexical})"
+
+    @property
+    def generation(self) -> int:
+        return self._store.generation
+
+    def get_meta(self, key: str) -> Any:
+        return self._store.get_meta(key)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.acquire_writer()
+        self._store.set_meta(key, value)
+
+    # ---------------------------------------------------------------------------------------- reads
+
+    def count_documents(self) -> int:
+        return self._store.count_documents()
+
+    def count_chunks(self) -> int:
+        return self._store.count_chunks()
+
+    def get_document(self, doc_id: str) -> Document | None:
+        return self._store.get_document(doc_id)
+
+    def iter_documents(self) -> Iterator[Document]:
+        return self._store.iter_documents()
+
+    def document_states(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        return self._store.document_states(doc_ids)
+
+    def vectors_for_hashes(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        return self._store.vectors_for_hashes(hashes)
+
+    def get_chunks(self, vids: Sequence[int]) -> dict[int, Chunk]:
+        return self._store.get_chunks(vids)
+
+    def get_vectors(self, vids: Sequence[int]) -> dict[int, np.ndarray]:
+        return self._store.get_vectors(vids)
+
+    def chunk_vids(self, doc_id: str) -> list[tuple[int, int]]:
+        return self._store.chunk_vids(doc_id)
+
+    def iter_texts(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, list[str]]]:
+        return self._store.iter_texts(batch_size)
+
+    def iter_vectors(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self._store.iter_vectors(batch_size)
+
+    def count_matching(self, filter: Node | Mapping[str, Any] | None) -> int:
+        node = parse_filter(filter)
+        return self.count_chunks() if node is None else len(self._store.filter_ids(node))
+
+    # --------------------------------------------------------------------------------------- writes
+
+    def acquire_writer(self) -> None:
+        """Take the directory's writer lock and a writable store, once, before the first write.
+
+        Raises:
+            ReadOnlyError: opened with ``read_only=True``.
+            LockError: another writer (this process or another) holds the directory.
+            IntegrityError: another pipeline was saved over the directory since this one opened it.
+        """
+        if self.read_only:
+            raise ReadOnlyError("this pipeline was loaded with read_only=True")
+        if self._dir_lock is not None and not self._dir_lock.held:
+            self._dir_lock.acquire()
+            try:
+                current = persistence.read_manifest(self._directory)  # type: ignore[arg-type]
+                if current.backend.get("store") != self._store_name:
+                    raise IntegrityError(
+                        f"{self._directory} was saved over by another pipeline since this one opened it: "
+                        "load it again to write to it"
+                    )
+            except BaseException:
+                self._dir_lock.release()
+                raise
+        if self._store.read_only:
+            path = self._store.path
+            with storage_errors(f"opening {path} for writing"):
+                writable = SQLiteStore(path)
+            self._store.close()
+            self._store = writable
+
+    def _check(self, upserts: Sequence[Upsert]) -> None:
+        dim = getattr(self._index, "dim", None)
+        for item in upserts:
+            if len(item.chunks):
+                width = dim if dim is not None else item.vectors.shape[1]
+                check_vectors(item.vectors, dim=width, names=[c.id for c in item.chunks])
+                dim = width
+
+    def _apply(self, removed: Sequence[int], added: Sequence[int], vectors: Sequence[np.ndarray]) -> None:
+        """Bring the vector index in step with a committed store write (under the write lock)."""
+        try:
+            if removed:
+                self._index.delete(np.asarray(removed, dtype=np.int64))
+            if added:
+                self._index.add(np.asarray(added, dtype=np.int64), np.stack(vectors))
+            self._index_generation = self._store.generation
+        except BaseException:
+            self._index_generation = -1  # rebuilt from the store on next use
+            raise
+
+    def write(
+        self, upserts: Sequence[Upsert], metadata_updates: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
+        self.acquire_writer()
+        self._check(upserts)
+        self._sync_index()
+        with self._lock.write():
+            result = self._store.write(upserts, metadata_updates)
+            self._apply(result.removed_ids, result.added_ids, result.added_vectors)
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        self.acquire_writer()
+        self._sync_index()
+        with self._lock.write():
+            deleted, removed = self._store.delete_documents(list(doc_ids))
+            self._apply(removed, [], [])
+        return deleted
+
+    def update_metadata(self, doc_id: str, metadata: Mapping[str, Any]) -> bool:
+        self.acquire_writer()
+        self._sync_index()
+        with self._lock.write():
+            found = self._store.update_metadata(doc_id, metadata)
+            self._apply([], [], [])
+        return found
+
+    def replace_vectors(self, pages: Iterable[tuple[np.ndarray, np.ndarray]], fingerprint: Any) -> None:
+        self.acquire_writer()
+
+        def checked() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            dim = None
+            for ids, vectors in pages:
+                v = np.asarray(vectors)
+                dim = dim if dim is not None else (v.shape[1] if v.ndim == 2 else 0)
+                yield ids, check_vectors(v, dim=dim, names=[f"chunk {int(i)}" for i in ids])
+
+        self._store.replace_vectors(checked(), {"fingerprint": fingerprint})
+        with self._lock.write():
+            self._index.clear()
+            self._index_generation = -1
+        self._sync_index()
+
+    # --------------------------------------------------------------------------------------- search
+
+    def _allowed(self, filter: Node | Mapping[str, Any] | None) -> np.ndarray | None:
+        node = parse_filter(filter)
+        return None if node is None else self._store.filter_ids(node)
+
+    def dense_search(
+        self, vectors: np.ndarray, k: int, *, filter: Node | Mapping[str, Any] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        q = np.asarray(vectors, dtype=np.float32)
+        q = q[None, :] if q.ndim == 1 else q
+        self._sync_index()
+        allowed = self._allowed(filter)
+        with self._lock.read():
+            size = len(self._index) if allowed is None else len(allowed)
+            k = min(int(k), size)  # k far above the collection costs what the collection costs
+            if not k or not len(q):
+                return empty_hits(len(q))
+            scores, ids = self._index.search(q, k, allowed_ids=allowed)
+        return [(s[i >= 0], i[i >= 0]) for s, i in zip(scores, ids, strict=True)]
+
+    def lexical_search(
+        self, query: str, k: int, *, filter: Node | Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        bm25 = self._lexical_index()
+        allowed = self._allowed(filter)
+        k = min(int(k), len(bm25) if allowed is None else len(allowed))
+        if not k:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        return bm25.search(query, k, allowed_ids=allowed)
+
+    # ---------------------------------------------------------------------------------- persistence
+
+    def _same_directory(self, directory: Path) -> bool:
+        if self._directory is None:
+            return False
+        with contextlib.suppress(OSError):
+            return os.path.samefile(self._directory, directory)
+        return False
+
+    def save(self, directory: Path, tag: str, commit: Callable[[SavedBackend], None]) -> SavedBackend:
+        """Write the store (when the directory is not already its home) and the derived indexes,
+        commit, then move this backend into ``directory``. See :meth:`Backend.save`."""
+        same = self._same_directory(directory)
+        lock = self._dir_lock
+        if same:
+            self.acquire_writer()
+        else:
+            if self.read_only:
+                raise ReadOnlyError("this pipeline was loaded with read_only=True")
+            lock = DirLock(directory, owner=self)
+            lock.acquire()
+        try:
+            with storage_errors(f"saving to {directory}"):
+                saved = self._snapshot(directory, tag, copy_store=not same)
+            commit(saved)
+        except BaseException:
+            if not _committed(directory, saved_entry=locals().get("saved")):
+                if lock is not self._dir_lock:
+                    lock.release()
+                _remove_tagged(directory, tag)
+                raise
+            self._bind(directory, saved, lock)
+            raise
+        self._bind(directory, saved, lock)
+        return saved
+
+    def _snapshot(self, directory: Path, tag: str, *, copy_store: bool) -> SavedBackend:
+        for attempt in range(_SNAPSHOT_TRIES + 1):
+            self._sync_index()
+            if self.lexical:
+                self._lexical_index()
+            last = attempt == _SNAPSHOT_TRIES
+            with self._lock.write() if last else self._lock.read():
+                generation = self._store.generation
+                if last:  # nothing can move now: bring both indexes to this generation
+                    self._sync_index()
+                    if self.lexical:
+                        self._lexical_index()
+                if generation == self._index_generation and (
+                    not self.lexical or generation == self._bm25_generation
+                ):
+                    return self._write_files(directory, tag, generation, copy_store=copy_store)
+        raise AssertionError("unreachable")
+
+    def _write_files(self, directory: Path, tag: str, generation: int, *, copy_store: bool) -> SavedBackend:
+        if copy_store:
+            store_name = f"store-{tag}.sqlite"
+            tmp = directory / f".{store_name}.tmp"
+            self._store.backup_to(tmp)
+            persistence.fsync_path(tmp)
+            os.replace(tmp, directory / store_name)
+            persistence.fsync_path(directory)
+        else:
+            store_name = self._store_name or "store.sqlite"
+            self._store.checkpoint()
+            persistence.fsync_path(directory / store_name)
+        persistence.hook("store-saved")
+        vectors = f"vectors-{tag}.faiss"
+        self._index.save(directory / vectors)
+        persistence.hook("vectors-saved")
+        derived = [vectors, vectors + ".json"]
+        keep = [store_name, vectors, vectors + ".json"]
+        lexical = None
+        if self._bm25 is not None and self.lexical:
+            lexical = f"lexical-{tag}"
+            self._bm25.save(directory / lexical)
+            derived.append(lexical)
+            keep.append(lexical)
+        persistence.hook("lexical-saved")
+        entry = {
+            "kind": "local",
+            "store": store_name,
+            "vectors": vectors,
+            "index": self._index.spec(),
+            "lexical": lexical,
+            "lexical_enabled": self.lexical,
+            "lexical_settings": self._bm25_settings,
+        }
+        return SavedBackend(
+            entry,
+            derived=derived,
+            keep=keep,
+            generation=generation,
+            documents=self._store.count_documents(),
+            chunks=self._store.count_chunks(),
+        )
+
+    def _bind(self, directory: Path, saved: SavedBackend, lock: DirLock | None) -> None:
+        """Make ``directory`` this backend's home once its manifest names ``saved``."""
+        if lock is self._dir_lock:
+            return
+        store_name = saved.entry["store"]
+        with storage_errors(f"opening {directory / store_name}"):
+            new_store = SQLiteStore(directory / store_name)
+        old_store, old_lock, old_tmp = self._store, self._dir_lock, self._tmpdir
+        self._store, self._dir_lock, self._tmpdir = new_store, lock, None
+        self._directory, self._store_name = directory, store_name
+        old_store.close()
+        if old_lock is not None:
+            old_lock.release()
+        if old_tmp is not None:
+            old_tmp.cleanup()
+
+    def close(self) -> None:
+        """Release the writer lock and close the store (idempotent)."""
+        if self._dir_lock is not None:
+            self._dir_lock.release()
+        self._store.close()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
