@@ -1,9 +1,13 @@
-"""The Pipeline on PostgreSQL + pgvector: the same behaviour as on SQLite + FAISS, shared by processes."""
+"""The Pipeline on PostgreSQL + pgvector: the same behaviour as on the local backend, shared by processes,
+and the persistence guarantees that apply to a shared backend."""
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,7 @@ from conftest import HashEmbedder
 from pg_server import drop_tables, fresh_table, server_dsn
 
 from ragkit import Document, Pipeline, RecursiveChunker
-from ragkit.errors import IndexMismatchError, ReadOnlyError
+from ragkit.errors import ConfigError, IndexMismatchError, InvalidInputError, ReadOnlyError
 
 pytestmark = pytest.mark.pg
 
@@ -38,15 +42,16 @@ def table():
     drop_tables(dsn, name)
 
 
-def _pipe(dsn: str, table: str, **kwargs) -> Pipeline:
-    from ragkit.index import PgVectorIndex
+def _backend(dsn: str, table: str, **kwargs):
+    from ragkit.backends import PostgresBackend
 
-    return Pipeline(
-        HashEmbedder(),
-        index=PgVectorIndex(dsn, table=table, index="exact"),
-        chunker=RecursiveChunker(200, 20),
-        **kwargs,
-    )
+    kwargs.setdefault("index", "exact")
+    return PostgresBackend(dsn, table=table, **kwargs)
+
+
+def _pipe(dsn: str, table: str, embedder=None, **kwargs) -> Pipeline:
+    kwargs.setdefault("chunker", RecursiveChunker(200, 20))
+    return Pipeline(embedder or HashEmbedder(), backend=_backend(dsn, table), **kwargs)
 
 
 def _ranked(hits) -> list[tuple[float, str]]:
@@ -59,7 +64,7 @@ def _ranked(hits) -> list[tuple[float, str]]:
     ]
 
 
-def test_pipeline_on_pgvector_matches_the_default_backend(table):
+def test_pipeline_on_postgres_matches_the_local_backend(table):
     dsn, name = table
     docs = corpus(60)
     pg = _pipe(dsn, name)
@@ -81,21 +86,137 @@ def test_pipeline_on_pgvector_matches_the_default_backend(table):
     local.close()
 
 
-def test_saved_pointer_reopens_the_shared_table_and_checks_the_embedder(table, tmp_path):
+def test_reindex_expand_and_max_per_doc_on_postgres(table):
+    dsn, name = table
+    pipe = _pipe(dsn, name, chunker=RecursiveChunker(30, 0))
+    text = "one two three four five. six seven eight nine ten. eleven twelve thirteen. fourteen fifteen."
+    pipe.add([Document(id="long", text=text), Document(id="other", text="one two three")])
+    hits = pipe.search("one two three", k=5, max_per_doc=1)
+    assert sorted(h.doc_id for h in hits) == ["long", "other"]
+    first = next(h for h in pipe.search("one two three four five", k=5) if h.doc_id == "long" and h.start == 0)
+    wide = pipe.expand([first], window=1)[0]
+    assert wide.start == 0 and wide.end > first.end and wide.text == text[wide.start : wide.end]
+    new = HashEmbedder(dim=32, name="other")
+    pipe.reindex(new)
+    assert pipe.backend.get_meta("fingerprint") == new.fingerprint
+    assert new.calls == pipe.backend.count_chunks()
+    assert pipe.search("one two three", k=1)[0].doc_id == "other"
+    pipe.close()
+    with pytest.raises(IndexMismatchError):  # the table now holds the new embedder's vectors
+        _pipe(dsn, name)
+
+
+def test_a_failed_batch_writes_nothing_and_bad_vectors_are_refused(table):
+    dsn, name = table
+
+    class ZeroFor(HashEmbedder):
+        def _embed(self, texts):
+            out = super()._embed(texts)
+            out[["void" in t for t in texts]] = 0.0
+            return out
+
+    pipe = _pipe(dsn, name, embedder=ZeroFor())
+    pipe.add(Document(id="m", text="metadata changes here", metadata={"v": 1}))
+    with pytest.raises(InvalidInputError, match="zero"):
+        pipe.add([Document(id="m", text="metadata changes here", metadata={"v": 2}), "a void text"])
+    assert pipe.get("m").metadata == {"v": 1} and len(pipe) == 1
+    with pytest.raises(InvalidInputError):
+        pipe.search("void")
+    assert not pipe._query_cache
+    for bad in ({"id": "x", "text": "t", "metadata": {"n": 2**64}}, {"id": "x", "text": "lone \ud800"}):
+        with pytest.raises(InvalidInputError):
+            pipe.add(bad)
+    assert len(pipe) == 1
+    assert len(pipe.search("metadata", k=10**9)) == 1
+    assert len(pipe.search("metadata", k=5, filter={"v": {"$in": list(range(20_000))}})) == 1
+    pipe.close()
+
+
+def test_a_saved_directory_does_not_connect_to_the_dsn_it_names(table, tmp_path):
     dsn, name = table
     pipe = _pipe(dsn, name)
     pipe.add(corpus(10))
     pipe.save(tmp_path / "idx")
-    assert not (tmp_path / "idx" / "store.sqlite").exists()
-    again = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder())
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["backend"]["kind"] == "postgres" and not list((tmp_path / "idx").glob("store*"))
+    with pytest.raises(ConfigError, match="trust_hosts"):
+        Pipeline.load(tmp_path / "idx", embedder=HashEmbedder())
+    again = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), backend=_backend(dsn, name))
     assert again.search(corpus(10)[2].text, k=1)[0].doc_id == "d2"
-    reader = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), read_only=True)
+    trusted = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), trust_hosts=True, read_only=True)
+    assert trusted.search(corpus(10)[3].text, k=1)[0].doc_id == "d3"
     with pytest.raises(ReadOnlyError):
-        reader.add("nope")
+        trusted.add("nope")
     with pytest.raises(IndexMismatchError):
-        Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(dim=32))
-    for p in (pipe, again, reader):
+        Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), backend=_backend(dsn, fresh_table()))
+    with pytest.raises(IndexMismatchError):
+        Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(dim=32), backend=_backend(dsn, name))
+    for p in (pipe, again, trusted):
         p.close()
+
+
+def test_no_credential_reaches_the_manifest(table, tmp_path):
+    dsn, name = table
+    # Extra credentials the server ignores over its unix socket: they must not reach the directory.
+    sep = "&" if "?" in dsn else "?"
+    secret_dsn = f"{dsn}{sep}password=hunter2&sslpassword=sslsecret"
+    from ragkit.backends import PostgresBackend
+
+    pipe = Pipeline(HashEmbedder(), backend=PostgresBackend(secret_dsn, table=name, index="exact"))
+    pipe.save(tmp_path / "idx")
+    text = (tmp_path / "idx" / "manifest.json").read_text() + repr(pipe.backend) + repr(pipe)
+    assert "hunter2" not in text and "sslsecret" not in text
+    pipe.close()
+
+
+@pytest.mark.parametrize("kind", ["new", "local", "own"])
+def test_a_killed_save_leaves_the_old_manifest_or_the_new_one(table, tmp_path, kind):
+    dsn, name = table
+    seed = _pipe(dsn, name)
+    seed.add(corpus(6))
+    seed.close()
+    code = """
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from conftest import HashEmbedder
+    from ragkit import Pipeline, RecursiveChunker, persistence
+    from ragkit.backends import PostgresBackend
+    path, stage, dsn, table = sys.argv[1:5]
+    pipe = Pipeline(HashEmbedder(), backend=PostgresBackend(dsn, table=table, index="exact"))
+    def hook(s):
+        if s == stage:
+            os.kill(os.getpid(), signal.SIGKILL)
+    persistence.save_hook = hook
+    pipe.save(path)
+    """
+    for stage in ("begin", "manifest-writing", "manifest-written", "committed", "cleaned"):
+        path = tmp_path / stage
+        if kind == "local":
+            local = Pipeline(HashEmbedder(), chunker=RecursiveChunker(200, 20))
+            local.add(Document(id="local-only", text="a local pipeline was here"))
+            local.save(path)
+            local.close()
+        elif kind == "own":
+            first = _pipe(dsn, name)
+            first.save(path)
+            first.close()
+        script = textwrap.dedent(code.format(tests=str(TESTS)))
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(path), stage, dsn, name], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == -signal.SIGKILL, (stage, proc.stderr)
+        if not (path / "manifest.json").exists():
+            assert kind == "new"
+            continue
+        kind_now = json.loads((path / "manifest.json").read_text())["backend"]["kind"]
+        if kind_now == "local":
+            assert kind == "local" and stage not in ("committed", "cleaned")
+            pipe = Pipeline.load(path, embedder=HashEmbedder(), read_only=True)
+            assert [d.id for d in pipe] == ["local-only"]
+        else:
+            pipe = Pipeline.load(path, embedder=HashEmbedder(), backend=_backend(dsn, name))
+            assert len(pipe) == 6 and pipe.search(corpus(6)[4].text, k=1)[0].doc_id == "d4"
+        pipe.close()
 
 
 def test_another_process_sees_the_writes(table):
@@ -106,8 +227,8 @@ def test_another_process_sees_the_writes(table):
         f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
         "from conftest import HashEmbedder\n"
         "from ragkit import Pipeline, Document\n"
-        "from ragkit.index import PgVectorIndex\n"
-        f"p = Pipeline(HashEmbedder(), index=PgVectorIndex({dsn!r}, table={name!r}, index='exact'))\n"
+        "from ragkit.backends import PostgresBackend\n"
+        f"p = Pipeline(HashEmbedder(), backend=PostgresBackend({dsn!r}, table={name!r}, index='exact'))\n"
         "p.add(Document(id='child', text='written by another process'))\n"
         "print(len(p), p.search('alpha', k=1)[0].doc_id.startswith('d'))\n"
     )

@@ -15,17 +15,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ragkit._deps import require
+from ragkit._sync import RWLock
 from ragkit.errors import ConfigError, InputTypeError, IntegrityError, InvalidInputError
-from ragkit.index.base import check_vectors
+from ragkit.index.base import as_ids, member, unit_rows
+from ragkit.index.faiss_files import FORMAT, FORMAT_VERSION, read_binary, read_sidecar, sidecar_path
 from ragkit.persistence import write_atomic
 
 __all__ = ["FaissIndex"]
@@ -44,10 +44,6 @@ _SPEC_KEYS = (
     "auto_threshold",
     "rebuild_ratio",
 )
-_FORMAT = "ragkit-faiss"
-_FORMAT_VERSION = 2
-# Version 1 sidecars also held the binary's sha256; it is ignored (checksums are the manifest's).
-_READABLE_VERSIONS = (1, 2)
 # FAISS's k-means wants at least this many training points per centroid (it warns below it).
 _MIN_POINTS_PER_CENTROID = 39
 # A filtered HNSW/IVF search over this many allowed vectors or fewer is always computed exactly.
@@ -64,84 +60,6 @@ def _faiss() -> Any:
     if _faiss_module is None:
         _faiss_module = require("faiss", purpose="FaissIndex")
     return _faiss_module
-
-
-class _RWLock:
-    """Any number of readers or one writer. A waiting writer holds back new readers, so a steady
-    stream of searches cannot starve an add. Not re-entrant: never take it twice in one thread."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writing = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            try:
-                while self._writing or self._readers:
-                    self._cond.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
-
-
-def _as_ids(ids: Any, what: str = "ids") -> np.ndarray:
-    """Normalise ids (array, list, set, range, generator of ints) to a 1-D int64 array."""
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, (np.ndarray, Iterable)):
-        raise InputTypeError(f"{what} must be a sequence of ints, got {type(ids).__name__}")
-    a = ids if isinstance(ids, np.ndarray) else np.asarray(list(ids))
-    if a.ndim != 1:
-        raise InvalidInputError(f"{what} must be 1-D, got shape {a.shape}")
-    if a.size == 0:
-        return np.empty(0, dtype=np.int64)
-    if a.dtype.kind not in "iu":
-        raise InputTypeError(f"{what} must be integers, got dtype {a.dtype}")
-    if a.dtype.kind == "u" and a.max() > np.iinfo(np.int64).max:
-        raise InvalidInputError(f"{what} must fit in int64")
-    a = a.astype(np.int64, copy=False)
-    if a.min() < 0:
-        raise InvalidInputError(f"{what} must be >= 0 (-1 marks an empty slot in search results)")
-    return a
-
-
-def _unit(vectors: Any, what: str) -> np.ndarray:
-    """A float32 copy of ``vectors`` scaled to unit length, so inner products are cosines."""
-    v = check_vectors(vectors, what=what)
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    if v.size and not ((norms > 0) & np.isfinite(norms)).all():
-        raise InvalidInputError(f"{what} contain a zero vector, which has no direction (cosine undefined)")
-    return (v / norms).astype(np.float32, copy=False)
-
-
-def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    """Boolean mask: which of ``values`` are in the sorted array ``sorted_set``."""
-    pos = np.searchsorted(sorted_set, values)
-    found = pos < len(sorted_set)
-    found[found] = sorted_set[pos[found]] == values[found]
-    return found
 
 
 def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -249,7 +167,7 @@ class FaissIndex:
         ):
             raise ConfigError(f"rebuild_ratio must be a number in (0, 1], got {rebuild_ratio!r}")
         self._rebuild_ratio = float(rebuild_ratio)
-        self._lock = _RWLock()
+        self._lock = RWLock()
         self._reset()
 
     def _reset(self) -> None:
@@ -378,8 +296,8 @@ class FaissIndex:
             >>> len(index), index.dim
             (3, 4)
         """
-        ids = _as_ids(ids)
-        v = _unit(vectors, "vectors")
+        ids = as_ids(ids)
+        v = unit_rows(vectors, "vectors")
         if len(ids) != len(v):
             raise InvalidInputError(f"got {len(ids)} ids for {len(v)} vectors")
         if len(np.unique(ids)) != len(ids):
@@ -389,13 +307,13 @@ class FaissIndex:
                 raise InvalidInputError(f"vectors have {v.shape[1]} dimensions, the index has {self._dim}")
             if not len(ids):
                 return
-            present = ids[_member(ids, self._live)]
+            present = ids[member(ids, self._live)]
             if len(present):
                 raise InvalidInputError(
                     f"{len(present)} ids are already in the index (e.g. {present[:5].tolist()}); "
                     "delete them first to replace their vectors"
                 )
-            if len(self._tombs) and _member(ids, self._tombs).any():
+            if len(self._tombs) and member(ids, self._tombs).any():
                 # The graph still holds the old vector under that id: purge tombstones first.
                 self._rebuild()
             if self._index is None:
@@ -431,9 +349,9 @@ class FaissIndex:
             >>> len(index), index.search(np.float32([0, 1]), k=2)[1].tolist()
             (1, [[1, -1]])
         """
-        ids = np.unique(_as_ids(ids))
+        ids = np.unique(as_ids(ids))
         with self._lock.write():
-            ids = ids[_member(ids, self._live)]
+            ids = ids[member(ids, self._live)]
             if not len(ids):
                 return
             faiss = _faiss()
@@ -508,7 +426,7 @@ class FaissIndex:
     def _rebuild(self) -> None:
         """Rebuild an HNSW index without its tombstones (as flat when ``auto`` finds it small)."""
         ids, v = self._stored_vectors()
-        keep = ~_member(ids, self._tombs)
+        keep = ~member(ids, self._tombs)
         kind = "flat" if self._kind == "auto" and keep.sum() <= self._auto_threshold else "hnsw"
         logger.info(
             "FaissIndex: rebuilding %s without %d tombstones (%d live vectors)",
@@ -549,8 +467,8 @@ class FaissIndex:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive int, got {k!r}")
         k = int(k)
-        q = _unit(vectors, "query vectors")
-        allowed = None if allowed_ids is None else np.unique(_as_ids(allowed_ids, "allowed_ids"))
+        q = unit_rows(vectors, "query vectors")
+        allowed = None if allowed_ids is None else np.unique(as_ids(allowed_ids, "allowed_ids"))
         with self._lock.read():
             if self._dim is not None and q.shape[1] != self._dim:
                 raise InvalidInputError(
@@ -558,7 +476,7 @@ class FaissIndex:
                 )
             scores = np.full((len(q), k), -np.inf, dtype=np.float32)
             labels = np.full((len(q), k), -1, dtype=np.int64)
-            cand = None if allowed is None else allowed[_member(allowed, self._live)]
+            cand = None if allowed is None else allowed[member(allowed, self._live)]
             n_cand = len(self._live) if cand is None else len(cand)
             if not n_cand or not len(q):
                 return scores, labels
@@ -667,8 +585,8 @@ class FaissIndex:
             else:
                 write_atomic(path, lambda tmp: faiss.write_index(self._index, str(tmp)))
             sidecar = {
-                "format": _FORMAT,
-                "format_version": _FORMAT_VERSION,
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
                 "spec": self.spec(),
                 "active_kind": self._active,
                 "ivf_nlist": self._ivf_nlist,
@@ -678,7 +596,7 @@ class FaissIndex:
                 "bytes": path.stat().st_size,
             }
             text = json.dumps(sidecar, indent=1)
-            write_atomic(_sidecar(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            write_atomic(sidecar_path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def load(self, path: str | Path) -> None:
         """Replace this index's contents (and kind, parameters, dim) with a saved one.
@@ -700,7 +618,7 @@ class FaissIndex:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no FAISS index at {path}")
-        meta = _read_sidecar(path)
+        meta = read_sidecar(path)
         size = path.stat().st_size
         if size != meta["bytes"]:
             raise IntegrityError(f"{path} has {size} bytes, its sidecar says {meta['bytes']}: truncated?")
@@ -708,87 +626,8 @@ class FaissIndex:
             fresh = FaissIndex.from_spec(meta["spec"])
         except (ConfigError, InputTypeError, TypeError) as e:
             raise IntegrityError(f"the sidecar of {path} holds an invalid spec: {e}") from e
-        active = meta["active_kind"]
-        tombs = np.unique(np.asarray(meta["tombstones"], dtype=np.int64))
-        index = None
-        if size:
-            faiss = _faiss()
-            try:
-                index = faiss.read_index(str(path))
-            except RuntimeError as e:
-                raise IntegrityError(f"FAISS cannot read {path}: {e}") from e
-            stored = _stored_ids(faiss, index, active, fresh.dim, meta["ntotal"])
-            if stored is None:
-                raise IntegrityError(f"{path} does not hold the {active} index its sidecar describes")
-            live = np.setdiff1d(stored, tombs)
-        else:
-            live = np.empty(0, dtype=np.int64)
-        if len(live) != meta["live"] or (len(tombs) and active != "hnsw"):
-            raise IntegrityError(f"{path} holds {len(live)} live vectors, its sidecar says {meta['live']}")
+        index, active, live, tombs = read_binary(path, meta, fresh.dim, _faiss if size else None)
         with self._lock.write():
             self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_lock"})
             self._index, self._active, self._live, self._tombs = index, active, live, tombs
             self._ivf_nlist = meta["ivf_nlist"]
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    side = _sidecar(path)
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise IntegrityError(f"{side} is missing: FaissIndex.save writes it beside {path.name}") from e
-    except (OSError, ValueError) as e:
-        raise IntegrityError(f"{side} is not readable JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise IntegrityError(f"{side} is not a ragkit FAISS sidecar")
-    if meta.get("format_version") not in _READABLE_VERSIONS:
-        raise IntegrityError(
-            f"{side} has format_version {meta.get('format_version')!r}; this ragkit reads "
-            f"{_FORMAT_VERSION}: rebuild the index from the store (Pipeline.load does it)"
-        )
-    expected = {
-        "spec": dict,
-        "active_kind": str,
-        "ntotal": int,
-        "live": int,
-        "tombstones": list,
-        "bytes": int,
-    }
-    for key, typ in expected.items():
-        if not isinstance(meta.get(key), typ):
-            raise IntegrityError(f"{side} lacks a valid {key!r}")
-    if meta["active_kind"] not in ("flat", "hnsw", "ivf"):
-        raise IntegrityError(f"{side} names an unknown index kind {meta['active_kind']!r}")
-    return meta
-
-
-def _stored_ids(faiss: Any, index: Any, active: str, dim: int | None, ntotal: int) -> np.ndarray | None:
-    """The ids a freshly read FAISS index holds, or ``None`` when it is not what the sidecar says."""
-    if index.d != dim or index.ntotal != ntotal or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        return None
-    if active == "ivf":
-        if not isinstance(index, faiss.IndexIVFFlat):
-            return None
-        invlists = index.invlists
-        parts = [
-            faiss.rev_swig_ptr(invlists.get_ids(j), invlists.list_size(j)).copy()
-            for j in range(index.nlist)
-            if invlists.list_size(j)
-        ]
-        ids = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-    else:
-        if not isinstance(index, faiss.IndexIDMap2):
-            return None
-        inner = faiss.downcast_index(index.index)
-        wanted = faiss.IndexHNSWFlat if active == "hnsw" else faiss.IndexFlat
-        if not isinstance(inner, wanted):
-            return None
-        ids = faiss.vector_to_array(index.id_map)
-    ids = np.sort(ids.astype(np.int64))
-    if len(ids) != ntotal or (len(ids) > 1 and (np.diff(ids) == 0).any()):
-        return None
-    return ids
