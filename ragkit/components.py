@@ -11,7 +11,7 @@ paths ragkit 0.1 wrote for its own classes are read as the same registered names
 
 Hosts and credentials: a remote embedder or reranker from a directory is built only if it would not
 send an API key from your environment to a host that only the directory names (see
-:meth:`ragkit._http.RemoteClient.check_hosts`); ``trust_hosts=True`` lifts that for a directory you
+:meth:`ragkit._remote.RemoteClient.check_hosts`); ``trust_hosts=True`` lifts that for a directory you
 trust. Specs written by :func:`component_entry` never hold a credential.
 
 Example:
@@ -81,9 +81,6 @@ _BUILTINS: Mapping[str, _Builtin] = {
         "chunker", "ragkit.chunking", "RecursiveChunker", ("ragkit.RecursiveChunker",)
     ),
     "FaissIndex": _Builtin("index", "ragkit.index.faiss", "FaissIndex", ("ragkit.index.FaissIndex",)),
-    "PgVectorIndex": _Builtin(
-        "index", "ragkit.index.pgvector", "PgVectorIndex", ("ragkit.index.PgVectorIndex",)
-    ),
 }
 # Format-1 "class" paths (what ragkit 0.1's _component_spec wrote: f"{cls.__module__}.{cls.__qualname__}").
 _LEGACY: Mapping[str, str] = {path: name for name, b in _BUILTINS.items() for path in b.paths}
@@ -339,7 +336,7 @@ def build_component(
         role: what the entry is for; an entry naming a component of another role is refused.
         trust_hosts: build remote clients wherever the spec points. ``False`` (the default) refuses
             one that would send an API key from the environment to a host only the spec names
-            (:meth:`ragkit._http.RemoteClient.check_hosts`) and a spec holding an ``api_key``.
+            (:meth:`ragkit._remote.RemoteClient.check_hosts`) and a spec holding an ``api_key``.
         embedder: for a ``RecursiveChunker`` saved in tokens, the embedder whose tokenizer counts them
             (:meth:`~ragkit.chunking.RecursiveChunker.for_embedder`); without one that can count
             tokens the chunker counts characters.

@@ -71,7 +71,7 @@ _SECTIONS = [
     (
         "pgvector",
         "index",
-        "When one machine is not enough, PgVectorIndex keeps documents, metadata and vectors in "
+        "When one machine is not enough, PostgresBackend keeps documents, metadata and vectors in "
         "PostgreSQL with the pgvector extension, so many application replicas share one index. Lexical "
         "search then uses PostgreSQL full-text search.",
     ),

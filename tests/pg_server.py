@@ -50,7 +50,7 @@ def fresh_table() -> str:
 
 
 def drop_tables(dsn: str, table: str) -> None:
-    """Drop the tables a ``PgVectorIndex(dsn, table=table)`` created (quietly if there are none)."""
+    """Drop the tables a ``PostgresBackend(dsn, table=table)`` created (quietly if there are none)."""
     import psycopg
     from psycopg import sql
 

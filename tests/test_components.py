@@ -33,7 +33,6 @@ BUILTIN_PATHS = {
     "ragkit.rerankers.remote.RemoteReranker": "RemoteReranker",
     "ragkit.chunking.RecursiveChunker": "RecursiveChunker",
     "ragkit.index.faiss.FaissIndex": "FaissIndex",
-    "ragkit.index.pgvector.PgVectorIndex": "PgVectorIndex",
 }
 ROLE_OF = {
     "OpenAIEmbedder": "embedder",
@@ -43,7 +42,6 @@ ROLE_OF = {
     "RemoteReranker": "reranker",
     "RecursiveChunker": "chunker",
     "FaissIndex": "index",
-    "PgVectorIndex": "index",
 }
 
 

@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragkit._http import HTTPClient, RemoteClient, RetryPolicy, amap_concurrent, map_concurrent
+from ragkit._http import HTTPClient, RetryPolicy, amap_concurrent, map_concurrent
+from ragkit._remote import RemoteClient
 from ragkit.embedders.base import DEFAULT_QWEN3_TASK, canonical_model_name, check_texts, l2_normalize
 from ragkit.errors import ConfigError, InputTypeError, RemoteError
 from ragkit.providers import EMBEDDING_PROVIDERS, Provider, resolve_provider

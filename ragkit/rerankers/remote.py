@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragkit._http import HTTPClient, RemoteClient, RetryPolicy, amap_concurrent, map_concurrent
+from ragkit._http import HTTPClient, RetryPolicy, amap_concurrent, map_concurrent
+from ragkit._remote import RemoteClient
 from ragkit.embedders.base import check_texts
 from ragkit.errors import ConfigError, RemoteError
 from ragkit.providers import RERANK_PROVIDERS, Provider, resolve_provider
