@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = [
     "OPERATORS",
     "Or",
     "check_metadata",
+    "emit_sql",
     "parse_filter",
 ]
 
@@ -409,3 +411,59 @@ def check_metadata(metadata: Mapping[str, Any]) -> str:
         return json.dumps(metadata, sort_keys=True, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as e:  # not expected after the walk above
         raise InvalidInputError(f"metadata cannot be stored as JSON: {e}") from e
+
+
+# ------------------------------------------------------------------------------------------- emitting
+
+_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
+_MAX_NESTING = 64
+
+
+def _join(parts: list[str], op: str) -> str:
+    # Balanced parentheses: SQLite limits expression depth (1,000), PostgreSQL's parser and planner
+    # recurse too, and a flat "a AND b AND ..." nests one level per term.
+    if len(parts) == 1:
+        return parts[0]
+    mid = len(parts) // 2
+    return f"({_join(parts[:mid], op)} {op} {_join(parts[mid:], op)})"
+
+
+def emit_sql(
+    filter: Mapping[str, Any] | Node | None,
+    column: str,
+    condition: Callable[[Condition, str], str],
+    *,
+    true: str,
+    false: str,
+) -> str:
+    """SQL text for a filter tree: the one walk every backend's emitter shares.
+
+    ``condition(c, column)`` writes one :class:`Condition` (and appends its bound parameters, in text
+    order, wherever the backend keeps them); ``And``/``Or`` become balanced ``AND``/``OR`` chains,
+    ``Not`` a ``NOT``; an empty ``And`` is ``true``, an empty ``Or`` is ``false``, no filter is ``true``.
+
+    Raises:
+        InvalidInputError: a bad filter, a tree nested deeper than 64 levels, or a ``column`` that
+            is not a plain (optionally qualified) identifier (it is written into the SQL text).
+
+    Example:
+        >>> emit_sql({"a": 1, "b": 2}, "m", lambda c, col: f"{col}.{c.key}=?", true="1", false="0")
+        '(m.a=? AND m.b=?)'
+    """
+    if not isinstance(column, str) or not _COLUMN.fullmatch(column):
+        raise InvalidInputError(f"column must be an SQL identifier such as 'd.metadata', got {column!r}")
+
+    def walk(node: Node, depth: int) -> str:
+        if depth > _MAX_NESTING:
+            raise InvalidInputError(f"filter trees may nest at most {_MAX_NESTING} levels")
+        if isinstance(node, Condition):
+            return condition(node, column)
+        if isinstance(node, Not):
+            return f"(NOT {walk(node.child, depth + 1)})"
+        parts = [walk(child, depth + 1) for child in node.children]
+        if isinstance(node, And):
+            return _join(parts, "AND") if parts else true
+        return _join(parts, "OR") if parts else false
+
+    node = parse_filter(filter)
+    return true if node is None else walk(node, 0)

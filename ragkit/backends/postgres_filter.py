@@ -21,7 +21,7 @@ shape alone (and, for ``$in``, on whether the list is short or long):
 Every condition is two-valued for a ``NOT NULL`` column (never SQL NULL), so ``Not`` is a plain ``NOT``.
 
 Example:
-    >>> from ragkit.filters import parse_filter
+    >>> from ragkit.filters import emit_sql, parse_filter
     >>> sql, params = postgres_where(parse_filter({"lang": "en"}))
     >>> sql
     '(c.metadata @> %s::jsonb OR c.metadata @> %s::jsonb)'
@@ -32,11 +32,9 @@ Example:
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from ragkit.errors import InvalidInputError
-from ragkit.filters import And, Condition, Node, Not, Or, parse_filter
+from ragkit.filters import Condition, Node, emit_sql
 
 __all__ = ["SHORT_IN", "postgres_where"]
 
@@ -49,9 +47,7 @@ Example:
     False
 """
 
-_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
 _SQL_OP = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-_MAX_NESTING = 64
 
 
 def _json(value: Any) -> str:
@@ -141,28 +137,6 @@ def _condition(c: Condition, column: str, params: list[Any]) -> str:
     return _compare(c, column, params)  # gt / gte / lt / lte (Condition has checked the op)
 
 
-def _join(parts: list[str], op: str) -> str:
-    if len(parts) == 1:
-        return parts[0]
-    mid = len(parts) // 2  # balanced: deep left-nested boolean chains cost parser/planner stack
-    return f"({_join(parts[:mid], op)} {op} {_join(parts[mid:], op)})"
-
-
-def _emit(node: Node, column: str, params: list[Any], depth: int) -> str:
-    if depth > _MAX_NESTING:
-        raise InvalidInputError(f"filter trees may nest at most {_MAX_NESTING} levels")
-    if isinstance(node, Condition):
-        return _condition(node, column, params)
-    if isinstance(node, Not):
-        return f"(NOT {_emit(node.child, column, params, depth + 1)})"
-    parts = [_emit(child, column, params, depth + 1) for child in node.children]
-    if isinstance(node, And):
-        return _join(parts, "AND") if parts else "TRUE"
-    if isinstance(node, Or):
-        return _join(parts, "OR") if parts else "FALSE"
-    raise InvalidInputError(f"not a filter node: {type(node).__name__}")  # parse_filter lets none through
-
-
 def postgres_where(node: Node | None, column: str = "c.metadata") -> tuple[str, list[Any]]:
     """SQL condition text over a ``jsonb`` column, and its psycopg ``%s`` parameters in text order.
 
@@ -191,10 +165,6 @@ def postgres_where(node: Node | None, column: str = "c.metadata") -> tuple[str, 
         >>> postgres_where(None)
         ('TRUE', [])
     """
-    if not isinstance(column, str) or not _COLUMN.fullmatch(column):
-        raise InvalidInputError(f"column must be an SQL identifier such as 'c.metadata', got {column!r}")
-    node = parse_filter(node)
-    if node is None:
-        return "TRUE", []
     params: list[Any] = []
-    return _emit(node, column, params, 0), params
+    sql = emit_sql(node, column, lambda c, col: _condition(c, col, params), true="TRUE", false="FALSE")
+    return sql, params

@@ -19,7 +19,7 @@ Every condition is two-valued (never SQL NULL), so ``Not`` is a plain ``NOT``.
 
 Example:
     >>> import sqlite3
-    >>> from ragkit.filters import parse_filter
+    >>> from ragkit.filters import emit_sql, parse_filter
     >>> db = sqlite3.connect(":memory:")
     >>> _ = db.execute("CREATE TABLE documents (id TEXT, metadata TEXT)")
     >>> _ = db.executemany("INSERT INTO documents VALUES (?, ?)", [("a", '{"year": 2020}'), ("b", "{}")])
@@ -31,18 +31,14 @@ Example:
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from ragkit.errors import InvalidInputError
-from ragkit.filters import And, Condition, Node, Not, Or, parse_filter
+from ragkit.filters import Condition, Node, emit_sql
 
 __all__ = ["sqlite_where"]
 
-_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
 _SQL_OP = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _NUMBER = "je.type IN ('integer', 'real')"
-_MAX_NESTING = 64
 
 
 def _path(parts: tuple[str, ...]) -> str:
@@ -111,30 +107,6 @@ def _condition(c: Condition, column: str, params: list[Any]) -> str:
     return _any_element(column, c.path, f"({kind} AND je.atom {_SQL_OP[c.op]} ?)", cond_params, params)
 
 
-def _join(parts: list[str], op: str) -> str:
-    # Balanced parentheses: SQLite limits expression depth (1,000), and a flat "a AND b AND ..."
-    # nests one level per term.
-    if len(parts) == 1:
-        return parts[0]
-    mid = len(parts) // 2
-    return f"({_join(parts[:mid], op)} {op} {_join(parts[mid:], op)})"
-
-
-def _emit(node: Node, column: str, params: list[Any], depth: int) -> str:
-    if depth > _MAX_NESTING:
-        raise InvalidInputError(f"filter trees may nest at most {_MAX_NESTING} levels")
-    if isinstance(node, Condition):
-        return _condition(node, column, params)
-    if isinstance(node, Not):
-        return f"(NOT {_emit(node.child, column, params, depth + 1)})"
-    parts = [_emit(child, column, params, depth + 1) for child in node.children]
-    if isinstance(node, And):
-        return _join(parts, "AND") if parts else "1"
-    if isinstance(node, Or):
-        return _join(parts, "OR") if parts else "0"
-    raise InvalidInputError(f"not a filter node: {type(node).__name__}")  # parse_filter lets none through
-
-
 def sqlite_where(node: Node | None, column: str = "d.metadata") -> tuple[str, list[Any]]:
     """SQL condition text over SQLite's JSON functions, and its ``?`` parameters in text order.
 
@@ -157,10 +129,6 @@ def sqlite_where(node: Node | None, column: str = "d.metadata") -> tuple[str, li
         >>> sqlite_where(None)
         ('1', [])
     """
-    if not isinstance(column, str) or not _COLUMN.fullmatch(column):
-        raise InvalidInputError(f"column must be an SQL identifier such as 'd.metadata', got {column!r}")
-    node = parse_filter(node)
-    if node is None:
-        return "1", []
     params: list[Any] = []
-    return _emit(node, column, params, 0), params
+    sql = emit_sql(node, column, lambda c, col: _condition(c, col, params), true="1", false="0")
+    return sql, params
