@@ -71,7 +71,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / "manifest.json").exists():
         pipe = Pipeline.load(
-            out, embedder=_embedder(args.embedder, args.dim) if args.embedder != "auto" else None
+            out,
+            embedder=_embedder(args.embedder, args.dim) if args.embedder != "auto" else None,
+            trust_hosts=args.trust_hosts,
         )
     else:
         pipe = Pipeline(_embedder(args.embedder, args.dim))
@@ -111,7 +113,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise RagkitError(f'--filter must be JSON, e.g. \'{{"lang": "en"}}\': {e}') from e
     embedder = None if args.embedder == "auto" else _embedder(args.embedder, None)
-    pipe = Pipeline.load(args.index, embedder=embedder, read_only=True)
+    pipe = Pipeline.load(args.index, embedder=embedder, read_only=True, trust_hosts=args.trust_hosts)
     results = pipe.search(args.query, k=args.k, mode=args.mode, filter=flt, candidates=args.candidates)
     if args.json:
         payload = {
@@ -174,6 +176,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension of a Qwen3 embedder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--trust-hosts",
+        action="store_true",
+        help="let the index connect where its manifest says (remote models, PostgreSQL); off by default",
+    )
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="search an index directory")
@@ -185,6 +192,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=None, help="first-stage depth before reranking")
     p.add_argument("--embedder", default="auto", help="'auto' rebuilds the embedder saved with the index")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--trust-hosts",
+        action="store_true",
+        help="let the index connect where its manifest says (remote models, PostgreSQL); off by default",
+    )
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("eval", help="evaluate retrieval on a BEIR or SMART (e.g. CISI) dataset directory")

@@ -572,6 +572,7 @@ class _Service:
         reranker: Any,
         *,
         index: str | os.PathLike[str] | None,
+        trust_hosts: bool,
         served_model_names: Sequence[str],
         api_keys: Sequence[str],
         device: str,
@@ -586,6 +587,7 @@ class _Service:
     ) -> None:
         self._sources = {"embedding": embedder, "rerank": reranker}
         self._index = index
+        self._trust_hosts = trust_hosts
         self._names = list(served_model_names)
         self._keys = [k.encode("utf-8") for k in api_keys]
         self._device, self._dtype = device, dtype
@@ -627,6 +629,7 @@ class _Service:
                     embedder=built.get("embedding"),
                     reranker=built.get("rerank"),
                     read_only=True,
+                    trust_hosts=self._trust_hosts,
                 )
                 # Without --embedder / --reranker the index's own models (from its manifest) are served.
                 built["embedding"] = pipeline.embedder
@@ -1146,6 +1149,7 @@ def create_app(
     reranker: Any = None,
     *,
     index: str | os.PathLike[str] | None = None,
+    trust_hosts: bool = False,
     served_model_names: Sequence[str] = (),
     api_keys: Sequence[str] = (),
     device: str = "auto",
@@ -1171,6 +1175,8 @@ def create_app(
             ``score(query, documents)``.
         index: a saved pipeline directory for ``/v1/search``, opened read-only with the served models
             (without ``embedder`` / ``reranker`` the index's own are rebuilt and served).
+        trust_hosts: let the index directory name hosts to connect to (a remote model's own
+            ``base_url`` with an environment key, a PostgreSQL DSN); see ``Pipeline.load``.
         served_model_names: the names clients use, one per served model, the embedder's first.
             Default: the directory name of a local path, else the hub id.
         api_keys: accepted bearer keys; empty means no authentication.
@@ -1236,6 +1242,7 @@ def create_app(
         embedder,
         reranker,
         index=index,
+        trust_hosts=bool(trust_hosts),
         served_model_names=served_model_names,
         api_keys=api_keys,
         device=device,
@@ -1411,6 +1418,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", metavar="MODEL", help="hub id or local directory of an embedding model")
     p.add_argument("--reranker", metavar="MODEL", help="hub id or local directory of a Qwen3-Reranker")
     p.add_argument("--index", metavar="DIR", help="a saved pipeline, served read-only at /v1/search")
+    p.add_argument(
+        "--trust-hosts",
+        action="store_true",
+        help="let --index connect where its manifest says (remote models, PostgreSQL); off by default",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument(
@@ -1484,6 +1496,7 @@ def serve_main(argv: list[str] | None = None) -> int:
             args.embedder,
             args.reranker,
             index=args.index,
+            trust_hosts=args.trust_hosts,
             served_model_names=args.served_model_names,
             api_keys=args.api_keys,
             device=args.device,

@@ -65,3 +65,22 @@ def test_python_dash_m_ragkit_shows_help():
         [sys.executable, "-m", "ragkit", "--help"], capture_output=True, text=True, check=True
     )
     assert "index" in out.stdout and "search" in out.stdout and "demo" in out.stdout
+
+
+def test_search_refuses_a_host_the_manifest_names_unless_trusted(tmp_path, capsys, monkeypatch):
+    from ragkit.embedders import OpenAIEmbedder
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = _saved_index(tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    emb = OpenAIEmbedder("text-embedding-3-small", provider="openai", base_url="http://127.0.0.1:9/v1", dim=64)
+    from ragkit.components import component_entry
+
+    manifest["embedder"] = component_entry(emb)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["search", str(path), "cats"]) == 2
+    err = capsys.readouterr().err
+    assert "trust_hosts" in err and "sk-test" not in err
+    # With --trust-hosts the embedder is built (and fails only when it tries the closed port).
+    assert main(["search", str(path), "cats", "--trust-hosts"]) == 2
+    assert "trust_hosts" not in capsys.readouterr().err
