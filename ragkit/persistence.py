@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 import weakref
@@ -41,7 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ragkit.errors import IntegrityError, LockError, StorageError
 
@@ -68,8 +69,12 @@ logger = logging.getLogger("ragkit")
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 LOCK_FILE = ".lock"
-# Names a save may leave behind; only these are ever removed from a directory.
-_OWNED = re.compile(r"^(store(-[0-9a-z-]+)?\.sqlite(-wal|-shm|-journal)?|vectors-.+|lexical-.+|\..*\.tmp)$")
+# What a save of this ragkit names its files: <kind>-<generation>-<10 hex digits>, plus temporary
+# files. Only these, and the names the previous manifest listed, are ever removed from a directory.
+_TAGGED = r"(store|vectors|lexical)-\d+-[0-9a-f]{10}"
+_DEBRIS = re.compile(rf"^(\.?{_TAGGED}[A-Za-z0-9._-]*|\.manifest\.json\.\d+\.\d+\.tmp)$")
+# A file name in a manifest: one plain path segment, never a way out of the directory.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 # Called with a stage name at each step of a save; tests set it to simulate a crash at that point.
 save_hook: Callable[[str], None] | None = None
@@ -210,7 +215,12 @@ def verify_files(root: Path, files: Mapping[str, FileInfo], prefix: str) -> bool
     for name in names:
         path = root / name
         try:
-            ok = path.stat().st_size == files[name].size and sha256_file(path) == files[name].sha256
+            info = path.lstat()  # a link or a device (a FIFO, /dev/zero) is never read
+            ok = (
+                stat.S_ISREG(info.st_mode)
+                and info.st_size == files[name].size
+                and sha256_file(path) == files[name].sha256
+            )
         except OSError:
             logger.warning("%s: derived file %s is missing; rebuilding it from the store", root, name)
             return False
@@ -224,20 +234,24 @@ def verify_files(root: Path, files: Mapping[str, FileInfo], prefix: str) -> bool
     return True
 
 
-def remove_unreferenced(root: Path, keep: Iterable[str]) -> None:
-    """Remove the files a save owns (by name) that ``keep`` does not name; never anything else.
+def remove_unreferenced(root: Path, keep: Iterable[str], previous: Iterable[str] = ()) -> None:
+    """Remove what no manifest names any more: the names the ``previous`` manifest owned, and the
+    files and debris of this ragkit's tagged saves, unless ``keep`` names them. Never anything else
+    (a user's ``vectors-notes.md`` beside the index stays).
 
     Example:
         >>> import tempfile
-        >>> root = Path(tempfile.mkdtemp()); _ = (root / "vectors-old.faiss").write_text("x")
-        >>> remove_unreferenced(root, []); list(root.iterdir())
-        []
+        >>> root = Path(tempfile.mkdtemp()); _ = (root / "vectors-1-0123456789.faiss").write_text("x")
+        >>> _ = (root / "vectors-notes.md").write_text("mine")
+        >>> remove_unreferenced(root, []); [p.name for p in root.iterdir()]
+        ['vectors-notes.md']
     """
     kept = {Path(k).parts[0] for k in keep}
+    owned = {Path(k).parts[0] for k in previous}
+    owned |= {f"{name}{suffix}" for name in owned for suffix in ("-wal", "-shm", "-journal")}
     for p in list(root.iterdir()):
-        if p.name in kept or not _OWNED.match(p.name):
-            continue
-        if p.name.endswith(("-wal", "-shm", "-journal")) and p.name.rsplit("-", 1)[0] in kept:
+        base = p.name[: -len(p.name.rsplit("-", 1)[1]) - 1] if p.name.endswith(("-wal", "-shm")) else p.name
+        if p.name in kept or base in kept or not (p.name in owned or _DEBRIS.match(p.name)):
             continue
         with contextlib.suppress(OSError):
             if p.is_dir():
@@ -268,6 +282,8 @@ class Manifest(BaseModel):
         backend: the backend's own entry; ``backend["kind"]`` is ``"local"`` or ``"postgres"``.
         generation, counts: the state the save holds.
         files: checksums of the derived files.
+        owned: the names (files and directories) this save consists of; the next save removes them
+            once they are no longer needed.
 
     Example:
         >>> m = Manifest(fingerprint={"model": "m"}, backend={"kind": "local"}, generation=0,
@@ -288,7 +304,17 @@ class Manifest(BaseModel):
     generation: int = Field(ge=0)
     counts: Counts
     files: dict[str, FileInfo] = Field(default_factory=dict)
+    owned: list[str] = Field(default_factory=list)
     saved_at: float = 0.0
+
+    @field_validator("files", "owned")
+    @classmethod
+    def _plain_names(cls, value: Any) -> Any:
+        # Untrusted input: every name stays inside the directory (no "..", no absolute path).
+        for name in value:
+            if not all(SAFE_NAME.match(part) for part in str(name).split("/")):
+                raise ValueError(f"{name!r} is not a file name inside the directory")
+        return value
 
     @property
     def kind(self) -> str:
@@ -314,6 +340,8 @@ def _upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
             "lexical": lexical.get("dir") if isinstance(lexical, dict) else None,
             "lexical_enabled": isinstance(lexical, dict),
         }
+        owned = ["store.sqlite", *(Path(name).parts[0] for name in raw.get("files") or {})]
+        return {**raw, "backend": backend, "owned": sorted(set(owned))}
     return {**raw, "backend": backend}
 
 
@@ -374,6 +402,7 @@ def commit_manifest(root: Path, manifest: Manifest) -> None:
     """
     manifest = manifest.model_copy(update={"format_version": FORMAT_VERSION, "saved_at": time.time()})
     text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False)
+
     def write(tmp: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
         hook("manifest-written")  # written, not yet renamed over the old one
@@ -432,12 +461,17 @@ class DirLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
-                holder = ""
+                pid = None
                 with contextlib.suppress(OSError, ValueError):
-                    holder = f" (pid {int(os.pread(fd, 32, 0).decode().strip())})"
+                    pid = int(os.pread(fd, 32, 0).decode().strip())
                 os.close(fd)
+                who = (
+                    f"another Pipeline in this process (pid {pid})"
+                    if pid == os.getpid()
+                    else f"another process{f' (pid {pid})' if pid else ''}"
+                )
                 raise LockError(
-                    f"another process{holder} is writing to {self.directory}; open it with "
+                    f"{who} is writing to {self.directory}; open it with "
                     "Pipeline.load(path, read_only=True) to read, or wait for that writer to close"
                 ) from e
             with contextlib.suppress(OSError):

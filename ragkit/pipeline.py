@@ -97,6 +97,16 @@ def _fingerprint_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     return "; ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
 
 
+def _is_committed(root: Path, manifest: Manifest) -> bool:
+    """Whether ``root``'s manifest is ``manifest`` (a save that failed after its commit point)."""
+    try:
+        current = persistence.read_manifest(root)
+    except IntegrityError:
+        return False
+    skip = {"saved_at", "format_version"}
+    return current.model_dump(exclude=skip) == manifest.model_dump(exclude=skip)
+
+
 def _iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     it = iter(items)
     while batch := list(islice(it, size)):
@@ -177,6 +187,7 @@ class Pipeline(Retrieval):
         self.query_cache_size = query_cache_size
         self._query_cache: OrderedDict[tuple[str, str | None], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one save at a time: each cleans up after the other
         self._directory: Path | None = None
         self._trust_hosts = False
         self._given_backend: Any = None
@@ -437,10 +448,18 @@ class Pipeline(Retrieval):
                 raise ConfigError("save() needs a path the first time")
             target = self._directory
         else:
-            target = Path(path)
+            target = Path(path).absolute()  # a later chdir (a notebook's %cd) must not move it
+        with self._save_lock:
+            return self._save(target)
+
+    def _save(self, target: Path) -> Path:
         with persistence.storage_errors(f"creating {target}"):
             target.mkdir(parents=True, exist_ok=True)
         persistence.hook("begin")
+        try:
+            previous = persistence.read_manifest(target).owned
+        except IntegrityError:
+            previous = []  # a new directory (or not a pipeline: nothing in it is ours to remove)
         from ragkit.components import component_entry
 
         parts = {
@@ -463,13 +482,21 @@ class Pipeline(Retrieval):
                         chunks=backend.count_chunks() if saved.chunks is None else saved.chunks,
                     ),
                     files=persistence.describe_files(target, saved.derived),
+                    owned=saved.keep,
                     **parts,
                 )
+                written.append(manifest)
                 persistence.commit_manifest(target, manifest)
 
-        saved = self.backend.save(target, persistence.new_tag(self.backend.generation), commit)
+        written: list[Manifest] = []
+        try:
+            saved = self.backend.save(target, persistence.new_tag(self.backend.generation), commit)
+        except BaseException:
+            if written and _is_committed(target, written[0]):
+                self._directory = target  # the backend moved there: later saves must go there too
+            raise
         self._directory = target
-        persistence.remove_unreferenced(target, saved.keep)
+        persistence.remove_unreferenced(target, saved.keep, previous)
         persistence.hook("cleaned")
         return target
 
@@ -513,7 +540,7 @@ class Pipeline(Retrieval):
         Example:
             >>> pipe = Pipeline.load("my-index/", read_only=True)  # doctest: +SKIP
         """
-        root = Path(path)
+        root = Path(path).absolute()
         manifest, store = cls._open(root, read_only=read_only, trust_hosts=trust_hosts, backend=backend)
         try:
             from ragkit.components import build_component
@@ -532,13 +559,9 @@ class Pipeline(Retrieval):
                 except ConfigError as e:
                     logger.warning("could not rebuild the saved chunker (%s); using the default one", e)
             self = cls.__new__(cls)
+            # Checks the embedder against the backend's fingerprint: the store's when batches or a
+            # reindex were committed after the last save, else the manifest's (the backend checked so).
             Pipeline.__init__(self, embedder, backend=store, reranker=reranker or None, **kwargs)
-            if manifest.fingerprint != _canonical(embedder.fingerprint):
-                raise IndexMismatchError(
-                    f"{root} was saved with another embedder "
-                    f"({_fingerprint_diff(manifest.fingerprint, _canonical(embedder.fingerprint))}): "
-                    "load it with that embedder, or load it with it and call reindex(new_embedder)"
-                )
         except BaseException:
             if store is not backend:
                 store.close()
@@ -585,15 +608,16 @@ class Pipeline(Retrieval):
             backend=self._given_backend,
         )
         fp = _canonical(self.embedder.fingerprint)
-        if manifest.fingerprint != fp:
+        stored = backend.get_meta("fingerprint")
+        if stored is not None and stored != fp:
             if backend is not self._given_backend:
                 backend.close()
             raise IndexMismatchError(
                 f"{self._directory} now holds an index of another embedder "
-                f"({_fingerprint_diff(manifest.fingerprint, fp)}): load it again with that embedder"
+                f"({_fingerprint_diff(stored, fp)}): load it again with that embedder"
             )
-        old, self.backend = self.backend, backend
+        # The old backend is not closed here: a search in another thread may be using it. It closes
+        # (and releases a writer lock it held) when the last reference to it goes.
+        self.backend = backend
         with self._cache_lock:
             self._query_cache.clear()
-        if old is not backend:
-            old.close()

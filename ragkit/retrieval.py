@@ -383,4 +383,3 @@ class Retrieval:
             end = max(c.end for c in chunks.values())
             out.append(hit.model_copy(update={"text": doc.text[start:end], "start": start, "end": end}))
         return out
-

@@ -29,7 +29,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +93,10 @@ class WriteResult:
 class SQLiteStore:
     """Documents, chunks and vectors in one SQLite file (WAL mode).
 
-    Each thread reads through its own connection; writes are serialised and each is one transaction
-    that bumps :attr:`generation`. Vector ids are ``INTEGER PRIMARY KEY AUTOINCREMENT``: SQLite never
+    Each thread reads through its own connection; writes go through one writer connection, are
+    serialised, and each is one transaction that bumps :attr:`generation`. A read-only store becomes
+    writable in place (:meth:`enable_writes`), so threads reading it are never disturbed. Vector ids
+    are ``INTEGER PRIMARY KEY AUTOINCREMENT``: SQLite never
     reuses them, so the derived indexes cannot confuse an old vector with a new one.
 
     Args:
@@ -114,19 +116,43 @@ class SQLiteStore:
         self._write_lock = threading.RLock()
         self._connections: list[sqlite3.Connection] = []
         self._shared: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
         self._immutable_copy: Any = None
+        self._keepalive: Any = None  # e.g. the temporary directory the file lives in
         if self.path == ":memory:":
             self._shared = self._open()
         if not read_only:
-            with self._write_lock:
-                conn = self._conn()
+            self.enable_writes()
+        self._check_schema()
+
+    def enable_writes(self) -> None:
+        """Open the writer connection (creating the schema of a new file); reads are not disturbed.
+
+        Raises:
+            StorageError: the file cannot be written (a read-only filesystem, a full disk).
+        """
+        with self._write_lock:
+            if self._writer is not None:
+                return
+            try:
+                conn = self._shared or sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+                if self._shared is None:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=FULL")
+                    conn.execute("PRAGMA foreign_keys=ON")
+                    self._connections.append(conn)
                 conn.executescript(_SCHEMA)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
                 conn.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
                 conn.commit()
-        self._check_schema()
+            except sqlite3.OperationalError as e:
+                raise _storage_error(self.path, e) from e
+            except sqlite3.DatabaseError as e:
+                raise IntegrityError(f"cannot open the store {self.path}: {e}") from e
+            self._writer = conn
+            self.read_only = False
 
     # -- connections
 
@@ -134,12 +160,18 @@ class SQLiteStore:
         try:
             if self.read_only:
                 conn = self._open_read_only()
-            else:
+            elif self.path == ":memory:":
                 conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
+            else:
+                # mode=rw: a reader thread must never create an empty store where a save removed one.
+                uri = Path(self.path).resolve().as_uri() + "?mode=rw"
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as e:
+            if not Path(self.path).exists() and self.path != ":memory:":
+                raise IntegrityError(
+                    f"the store {self.path} is gone: a newer save replaced it; reload() to see that save"
+                ) from e
             raise IntegrityError(f"cannot open the store {self.path}: {e}") from e
         self._connections.append(conn)
         return conn
@@ -198,7 +230,9 @@ class SQLiteStore:
         if self.read_only:
             raise ReadOnlyError("this store was opened read-only")
         with self._write_lock:
-            conn = self._conn()
+            conn = self._writer
+            if conn is None:
+                raise ReadOnlyError("this store was opened read-only")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
@@ -219,7 +253,7 @@ class SQLiteStore:
             with suppress(sqlite3.Error):
                 conn.close()
         self._connections.clear()
-        self._shared = None
+        self._shared = self._writer = None
         self._local = threading.local()
         if self._immutable_copy is not None:
             self._immutable_copy.cleanup()
@@ -232,6 +266,21 @@ class SQLiteStore:
         """A counter bumped by every write transaction."""
         row = self._conn().execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         return int(row[0])
+
+    def state(self) -> tuple[int, int, int, Any]:
+        """``(generation, documents, chunks, fingerprint)`` read in one transaction (a consistent view)."""
+        conn = self._conn()
+        with self._write_lock if conn is self._shared else nullcontext():
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+                generation = int(row[0])
+                docs = int(conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+                chunks = int(conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+                row = conn.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
+            finally:
+                conn.execute("COMMIT")
+        return generation, docs, chunks, None if row is None else json.loads(row[0])
 
     def get_meta(self, key: str) -> Any:
         """A JSON value stored under ``key`` in the store's own metadata table, or ``None``."""
@@ -451,14 +500,14 @@ class SQLiteStore:
         The new vectors go to a staging table first; the swap itself is one transaction, so a failure
         part-way leaves the old vectors and fingerprint in place.
         """
-        if self.read_only:
+        if self.read_only or self._writer is None:
             raise ReadOnlyError("this store was opened read-only")
         with self._write_lock:
-            conn = self._conn()
-            conn.execute("DROP TABLE IF EXISTS staging_vectors")
-            conn.execute("CREATE TABLE staging_vectors (vid INTEGER PRIMARY KEY, vector BLOB NOT NULL)")
-            conn.commit()
+            conn = self._writer
             try:
+                conn.execute("DROP TABLE IF EXISTS staging_vectors")
+                conn.execute("CREATE TABLE staging_vectors (vid INTEGER PRIMARY KEY, vector BLOB NOT NULL)")
+                conn.commit()
                 for ids, vectors in pages:
                     conn.executemany(
                         "INSERT INTO staging_vectors VALUES (?, ?)",
@@ -473,21 +522,22 @@ class SQLiteStore:
                         "SELECT COUNT(*) FROM chunks WHERE vid NOT IN (SELECT vid FROM staging_vectors)"
                     ).fetchone()[0]
                     if missing:
-                        raise IntegrityError(
-                            f"reindex: {missing} chunks changed while re-embedding; try again"
-                        )
+                        raise IntegrityError(f"reindex: {missing} chunks changed while re-embedding; retry")
                     tx.execute(
                         "UPDATE chunks SET vector = "
                         "(SELECT s.vector FROM staging_vectors s WHERE s.vid = chunks.vid)"
                     )
                     for key, value in meta.items():
-                        tx.execute(
-                            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                            (key, json.dumps(value, sort_keys=True)),
-                        )
+                        text = json.dumps(value, sort_keys=True)
+                        tx.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, text))
+            except sqlite3.OperationalError as e:
+                with suppress(sqlite3.Error):
+                    conn.rollback()
+                raise _storage_error(self.path, e) from e
             finally:
-                conn.execute("DROP TABLE IF EXISTS staging_vectors")
-                conn.commit()
+                with suppress(sqlite3.Error):
+                    conn.execute("DROP TABLE IF EXISTS staging_vectors")
+                    conn.commit()
 
     # -- files
 
@@ -496,7 +546,8 @@ class SQLiteStore:
         if not self.read_only:
             with self._write_lock:
                 try:
-                    self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    if self._writer is not None:
+                        self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.OperationalError as e:
                     raise _storage_error(self.path, e) from e
 

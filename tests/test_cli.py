@@ -73,7 +73,9 @@ def test_search_refuses_a_host_the_manifest_names_unless_trusted(tmp_path, capsy
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     path = _saved_index(tmp_path)
     manifest = json.loads((path / "manifest.json").read_text())
-    emb = OpenAIEmbedder("text-embedding-3-small", provider="openai", base_url="http://127.0.0.1:9/v1", dim=64)
+    emb = OpenAIEmbedder(
+        "text-embedding-3-small", provider="openai", base_url="http://127.0.0.1:9/v1", dim=64
+    )
     from ragkit.components import component_entry
 
     manifest["embedder"] = component_entry(emb)

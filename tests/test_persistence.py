@@ -42,11 +42,16 @@ STAGES = [
 
 
 def docs_a(n: int = 20) -> list[Document]:
-    return [Document(id=f"a{i}", text=f"alpha document number {i} word{i} apple", metadata={"i": i}) for i in range(n)]
+    return [
+        Document(id=f"a{i}", text=f"alpha document number {i} word{i} apple", metadata={"i": i})
+        for i in range(n)
+    ]
 
 
 def docs_b(n: int = 15) -> list[Document]:
-    return [Document(id=f"b{i}", text=f"beta text item {i} term{i} banana", metadata={"j": i}) for i in range(n)]
+    return [
+        Document(id=f"b{i}", text=f"beta text item {i} term{i} banana", metadata={"j": i}) for i in range(n)
+    ]
 
 
 def make(**kwargs) -> Pipeline:
@@ -312,7 +317,9 @@ def small_disk(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True, capture_output=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True, capture_output=True
+        )
     except (OSError, subprocess.CalledProcessError) as e:
         pytest.skip(f"a small tmpfs needs mount(8) and CAP_SYS_ADMIN, not permitted here: {e}")
     try:
@@ -330,7 +337,9 @@ def test_a_full_disk_raises_a_ragkit_error_and_the_directory_stays_loadable(smal
     with pytest.raises(StorageError, match="full"):
         other.save(path)
     other.close()
-    assert not [p.name for p in path.iterdir() if "tmp" in p.name or p.name.count("-") > 1 and "big" in p.name]
+    assert not [
+        p.name for p in path.iterdir() if "tmp" in p.name or p.name.count("-") > 1 and "big" in p.name
+    ]
     assert check_consistent(Pipeline.load(path, embedder=HashEmbedder(), read_only=True)) == {
         d.id for d in docs_a()
     }
@@ -553,7 +562,12 @@ def test_a_manifest_cannot_send_an_environment_key_to_its_own_host(tmp_path, mon
         m = manifest_of(path)
         m["embedder"] = {
             "class": "ragkit.embedders.remote.OpenAIEmbedder",
-            "spec": {"model": "text-embedding-3-small", "provider": "openai", "base_url": api.url + "/v1", "dim": 64},
+            "spec": {
+                "model": "text-embedding-3-small",
+                "provider": "openai",
+                "base_url": api.url + "/v1",
+                "dim": 64,
+            },
         }
         (path / "manifest.json").write_text(json.dumps(m))
         with pytest.raises(ConfigError, match="trust_hosts"):
@@ -577,3 +591,190 @@ def test_no_credential_reaches_the_manifest(tmp_path):
     for secret in ("sk-very-secret", "hunter2", "querysecret"):
         assert secret not in text
     pipe.close()
+
+
+# ------------------------------------------------------------------- concurrency (review findings)
+
+
+def test_an_add_during_a_save_to_a_new_directory_is_not_lost(tmp_path):
+    import threading
+
+    from ragkit import persistence
+
+    pipe = make()
+    pipe.add(docs_a())
+    late = threading.Thread(target=lambda: pipe.add(Document(id="late", text="added while saving zebra")))
+
+    def hook(stage):
+        if stage == "vectors-saved" and not late.is_alive() and late.ident is None:
+            late.start()  # blocks on the backend's write lock until the save has moved the store
+
+    persistence.save_hook = hook
+    try:
+        pipe.save(tmp_path / "idx")
+    finally:
+        persistence.save_hook = None
+    late.join(timeout=60)
+    assert pipe.get("late") is not None
+    assert check_consistent(pipe) == {d.id for d in docs_a()} | {"late"}
+    pipe.save()
+    pipe.close()
+    assert Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), read_only=True).get("late") is not None
+
+
+def test_searches_survive_reloads_first_writes_and_moves_in_other_threads(tmp_path):
+    # In a child process: a crash (closing a connection another thread is using) would kill pytest.
+    code = """
+    import sys, threading
+    sys.path.insert(0, {tests!r})
+    from conftest import HashEmbedder
+    from test_persistence import docs_a, make
+    from ragkit import Document, Pipeline
+    root = sys.argv[1]
+    seed = make(); seed.add(docs_a()); seed.save(root + "/idx"); seed.close()
+    pipe = Pipeline.load(root + "/idx", embedder=HashEmbedder())
+    stop, errors = threading.Event(), []
+    def search():
+        while not stop.is_set():
+            try:
+                assert len(pipe.search("alpha document apple", k=5)) == 5
+            except Exception as e:
+                errors.append(repr(e))
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for t in threads: t.start()
+    for i in range(15):
+        pipe.reload()
+    pipe.add(Document(id="w", text="first write takes the lock"))
+    for i in range(4):
+        pipe.save(root + f"/moved{{i}}")
+        pipe.add(Document(id=f"m{{i}}", text=f"written after move {{i}}"))
+    stop.set()
+    for t in threads: t.join()
+    print("ERRORS", errors[:3], "LEN", len(pipe))
+    """
+    proc = run_child(code, str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ERRORS [] LEN 25" in proc.stdout, proc.stdout
+
+
+def test_two_threads_saving_at_once_leave_a_complete_directory(tmp_path, caplog):
+    import threading
+
+    pipe = make()
+    pipe.add(docs_a())
+    pipe.save(tmp_path / "idx")
+    errors = []
+
+    def save(i):
+        try:
+            pipe.add(Document(id=f"s{i}", text=f"saved by thread {i}"))
+            pipe.save()
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    pipe.close()
+    with caplog.at_level("WARNING", logger="ragkit"):
+        loaded = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), read_only=True)
+    assert "missing" not in caplog.text and "checksum" not in caplog.text
+    assert {f"s{i}" for i in range(4)} <= {d.id for d in loaded}
+
+
+def test_a_reindex_committed_after_the_last_save_loads_with_the_new_embedder(tmp_path):
+    path = saved_a(tmp_path / "idx")
+    pipe = Pipeline.load(path, embedder=HashEmbedder())
+    new = HashEmbedder(dim=32, name="other")  # another size too: the loaded index must follow
+    pipe.reindex(new)
+    assert pipe.search("alpha document number 3 word3 apple", k=1)[0].doc_id == "a3"
+    pipe.close()  # no save: the store is ahead of the manifest
+    with pytest.raises(IndexMismatchError):
+        Pipeline.load(path, embedder=HashEmbedder())
+    again = Pipeline.load(path, embedder=HashEmbedder(dim=32, name="other"))
+    assert again.search("alpha document number 3 word3 apple", k=1)[0].doc_id == "a3"
+    again.close()
+
+
+def test_a_reader_thread_started_after_a_save_over_is_told_to_reload(tmp_path):
+    import threading
+
+    path = saved_a(tmp_path / "idx")
+    reader = Pipeline.load(path, embedder=HashEmbedder(), read_only=True)
+    other = make()
+    other.add(docs_b())
+    other.save(path)
+    other.close()
+    outcome = []
+
+    def search():
+        try:
+            outcome.append(reader.search("beta text item 2 term2 banana", k=1)[0].doc_id)
+        except IntegrityError as e:
+            outcome.append(str(e))
+
+    t = threading.Thread(target=search)
+    t.start()
+    t.join()
+    assert "reload" in outcome[0]  # never an empty store created where the old one was
+    reader.reload()
+    t = threading.Thread(target=search)
+    t.start()
+    t.join()
+    assert outcome[1] == "b2"
+
+
+def test_user_files_beside_an_index_are_never_removed(tmp_path):
+    path = tmp_path / "idx"
+    path.mkdir()
+    mine = ["vectors-notes.md", "store.sqlite", ".env.tmp", "notes.txt", "lexical-analysis/nb.ipynb"]
+    for name in mine:
+        (path / name).parent.mkdir(exist_ok=True)
+        (path / name).write_text("the user's")
+    pipe = make()
+    pipe.add(docs_a())
+    pipe.save(path)
+    pipe.add(Document(id="x", text="second save"))
+    pipe.save()
+    pipe.close()
+    assert all((path / name).read_text() == "the user's" for name in mine)
+
+
+def test_a_relative_path_survives_a_change_of_directory(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    pipe = make()
+    pipe.add(docs_a())
+    pipe.save("idx")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    pipe.add(Document(id="x", text="after a chdir zebra"))
+    found = []
+    t = threading.Thread(target=lambda: found.append(pipe.search("after a chdir zebra", k=1)[0].doc_id))
+    t.start()
+    t.join()
+    assert found == ["x"] and pipe.save() == tmp_path / "idx"
+    pipe.close()
+
+
+def test_manifest_file_names_cannot_leave_the_directory(tmp_path):
+    path = saved_a(tmp_path / "idx")
+    m = manifest_of(path)
+    lexical = m["backend"]["lexical"]
+    for key in (f"{lexical}/../../../../etc/hostname", "/etc/hostname", f"{lexical}/../manifest.json"):
+        edited = {**m, "files": {**m["files"], key: {"sha256": "0" * 64, "size": 0}}}
+        (path / "manifest.json").write_text(json.dumps(edited))
+        with pytest.raises(IntegrityError, match="not a file name"):
+            Pipeline.load(path, embedder=HashEmbedder())
+    # A device or FIFO where a derived file should be is never read (a load would hang on it).
+    victim = path / m["backend"]["vectors"]
+    m["files"][m["backend"]["vectors"]]["size"] = 0  # as an empty FIFO's size: only its type tells
+    (path / "manifest.json").write_text(json.dumps(m))
+    victim.unlink()
+    os.mkfifo(victim)
+    pipe = Pipeline.load(path, embedder=HashEmbedder(), read_only=True)
+    assert check_consistent(pipe) == {d.id for d in docs_a()}

@@ -1,13 +1,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
-import textwrap
 import threading
 from pathlib import Path
 
@@ -17,12 +13,8 @@ from conftest import HashEmbedder
 
 from ragkit import Document, Pipeline, RecursiveChunker
 from ragkit.errors import (
-    IndexMismatchError,
     InputTypeError,
-    IntegrityError,
     InvalidInputError,
-    LockError,
-    ReadOnlyError,
 )
 from ragkit.types import content_id
 

@@ -93,7 +93,9 @@ def test_reindex_expand_and_max_per_doc_on_postgres(table):
     pipe.add([Document(id="long", text=text), Document(id="other", text="one two three")])
     hits = pipe.search("one two three", k=5, max_per_doc=1)
     assert sorted(h.doc_id for h in hits) == ["long", "other"]
-    first = next(h for h in pipe.search("one two three four five", k=5) if h.doc_id == "long" and h.start == 0)
+    first = next(
+        h for h in pipe.search("one two three four five", k=5) if h.doc_id == "long" and h.start == 0
+    )
     wide = pipe.expand([first], window=1)[0]
     assert wide.start == 0 and wide.end > first.end and wide.text == text[wide.start : wide.end]
     new = HashEmbedder(dim=32, name="other")
@@ -202,7 +204,10 @@ def test_a_killed_save_leaves_the_old_manifest_or_the_new_one(table, tmp_path, k
             first.close()
         script = textwrap.dedent(code.format(tests=str(TESTS)))
         proc = subprocess.run(
-            [sys.executable, "-c", script, str(path), stage, dsn, name], capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", script, str(path), stage, dsn, name],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == -signal.SIGKILL, (stage, proc.stderr)
         if not (path / "manifest.json").exists():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from filter_cases import BAD_FILTERS, CASES, DOCS, INJECTIONS
 
-from ragkit.errors import IntegrityError, InvalidInputError, ReadOnlyError
 from ragkit.backends.base import Upsert
+from ragkit.errors import IntegrityError, InvalidInputError, ReadOnlyError
 from ragkit.store import SQLiteStore
 from ragkit.types import Chunk, Document
 

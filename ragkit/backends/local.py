@@ -150,7 +150,9 @@ class LocalBackend:
         store_name = _safe_name(entry, "store")
         index_spec = entry.get("index") or {}
         try:
-            index = FaissIndex.from_spec({k: v for k, v in index_spec.items() if k != "class"})
+            # dim=None: the index takes its size from the vectors (a reindex may change it).
+            spec = {k: v for k, v in index_spec.items() if k != "class"}
+            index = FaissIndex.from_spec({**spec, "dim": None})
         except (ConfigError, InputTypeError, TypeError) as e:
             raise IntegrityError(f"the manifest's vector index settings are invalid: {e}") from e
         lexical = entry.get("lexical_settings", {}) if entry.get("lexical_enabled", True) else None
@@ -177,21 +179,25 @@ class LocalBackend:
         return self
 
     def _check_store(self, manifest: Manifest) -> None:
+        """The store belongs to the manifest: same generation, counts and fingerprint, or newer.
+
+        A store ahead of its manifest (batches or a reindex committed after the last save) is the
+        source of truth; the pipeline checks the embedder against its fingerprint.
+        """
         store = self._store
         store.integrity_check()
-        stored_fp = store.get_meta("fingerprint")
-        if stored_fp is not None and stored_fp != manifest.fingerprint:
-            raise IntegrityError(
-                "the manifest's fingerprint differs from the store's: the files do not belong together"
-            )
-        generation = store.generation
+        generation, documents, chunks, fingerprint = store.state()  # one consistent read
         if generation < manifest.generation:
             raise IntegrityError(
                 f"the store (generation {generation}) is older than the manifest ({manifest.generation}): "
                 "the store file was replaced or rolled back"
             )
         if generation == manifest.generation:
-            counts = {"documents": store.count_documents(), "chunks": store.count_chunks()}
+            if fingerprint is not None and fingerprint != manifest.fingerprint:
+                raise IntegrityError(
+                    "the manifest's fingerprint differs from the store's: the files do not belong together"
+                )
+            counts = {"documents": documents, "chunks": chunks}
             saved = manifest.counts.model_dump()
             if counts != saved:
                 raise IntegrityError(f"counts differ: the store holds {counts}, the manifest says {saved}")
@@ -373,11 +379,8 @@ class LocalBackend:
                 self._dir_lock.release()
                 raise
         if self._store.read_only:
-            path = self._store.path
-            with storage_errors(f"opening {path} for writing"):
-                writable = SQLiteStore(path)
-            self._store.close()
-            self._store = writable
+            with storage_errors(f"opening {self._store.path} for writing"):
+                self._store.enable_writes()  # in place: threads reading the store are not disturbed
 
     def _check(self, upserts: Sequence[Upsert]) -> None:
         dim = getattr(self._index, "dim", None)
@@ -438,6 +441,9 @@ class LocalBackend:
         self._store.replace_vectors(checked(), {"fingerprint": fingerprint})
         with self._lock.write():
             self._index.clear()
+            if hasattr(self._index, "spec") and hasattr(type(self._index), "from_spec"):
+                # A fresh twin without a fixed dim: the new embedder may have another size.
+                self._index = type(self._index).from_spec({**self._index.spec(), "dim": None})
             self._index_generation = -1
         self._sync_index()
 
@@ -493,19 +499,24 @@ class LocalBackend:
                 raise ReadOnlyError("this pipeline was loaded with read_only=True")
             lock = DirLock(directory, owner=self)
             lock.acquire()
+        # Into another directory the store moves: no write may land in the old one between the copy
+        # and the switch, so the write lock is held throughout (searches wait for this one save).
+        held = self._lock.write() if not same else contextlib.nullcontext()
         try:
-            with storage_errors(f"saving to {directory}"):
-                saved = self._snapshot(directory, tag, copy_store=not same)
-            commit(saved)
+            with held:
+                with storage_errors(f"saving to {directory}"):
+                    saved = self._snapshot(directory, tag, copy_store=not same)
+                commit(saved)
+                self._bind(directory, saved, lock)
         except BaseException:
             if not _committed(directory, saved_entry=locals().get("saved")):
                 if lock is not self._dir_lock:
                     lock.release()
                 _remove_tagged(directory, tag)
                 raise
-            self._bind(directory, saved, lock)
+            with self._lock.write():
+                self._bind(directory, saved, lock)
             raise
-        self._bind(directory, saved, lock)
         return saved
 
     def _snapshot(self, directory: Path, tag: str, *, copy_store: bool) -> SavedBackend:
@@ -579,11 +590,11 @@ class LocalBackend:
         old_store, old_lock, old_tmp = self._store, self._dir_lock, self._tmpdir
         self._store, self._dir_lock, self._tmpdir = new_store, lock, None
         self._directory, self._store_name = directory, store_name
-        old_store.close()
         if old_lock is not None:
             old_lock.release()
-        if old_tmp is not None:
-            old_tmp.cleanup()
+        # Not closed here: a thread may be reading it right now. Its connections close when the
+        # last reference goes, and its temporary directory (if any) goes with it.
+        old_store._keepalive = old_tmp
 
     def close(self) -> None:
         """Release the writer lock and close the store (idempotent)."""
