@@ -46,7 +46,7 @@ from ragkit.errors import (
     MissingDependencyError,
 )
 
-__all__ = ["RRF_K", "BM25Index", "rrf_fuse"]
+__all__ = ["BM25Index", "RRF_K", "rrf_fuse"]
 
 logger = logging.getLogger("ragkit")
 

@@ -47,11 +47,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ragkit.errors import IntegrityError, LockError, StorageError
 
 __all__ = [
-    "FORMAT_VERSION",
-    "MANIFEST",
     "Counts",
     "DirLock",
+    "FORMAT_VERSION",
     "FileInfo",
+    "MANIFEST",
     "Manifest",
     "commit_manifest",
     "describe_files",

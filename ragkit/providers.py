@@ -26,7 +26,7 @@ from ragkit._secrets import redact_url
 from ragkit.embedders.base import canonical_model_name
 from ragkit.errors import ConfigError
 
-__all__ = ["EMBEDDING_PROVIDERS", "RERANK_PROVIDERS", "Provider", "resolve_provider"]
+__all__ = ["EMBEDDING_PROVIDERS", "Provider", "RERANK_PROVIDERS", "resolve_provider"]
 
 Api = Literal["openai", "cohere", "tei"]
 

@@ -146,3 +146,27 @@ def test_ruff_is_clean():
         [ruff, "check", "--quiet", "ragkit", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _public_modules() -> list[str]:
+    names = []
+    for path in _library_files():
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if any(p.startswith("_") for p in parts) or parts[-1] == "__main__":
+            continue
+        names.append(".".join(parts))
+    return names
+
+
+@pytest.mark.parametrize("module", _public_modules())
+def test_every_public_module_has_an_explicit_sorted_all(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    names = getattr(mod, "__all__", None)
+    assert names is not None, f"{module} has no __all__"
+    assert list(names) == sorted(names), module
+    for name in names:
+        assert getattr(mod, name) is not None, (module, name)

@@ -29,7 +29,7 @@ from ragkit.embedders.base import DEFAULT_QWEN3_TASK, canonical_model_name, chec
 from ragkit.errors import ConfigError, InputTypeError, RemoteError
 from ragkit.providers import EMBEDDING_PROVIDERS, Provider, resolve_provider
 
-__all__ = ["QWEN3_QUERY_TEMPLATE", "OpenAIEmbedder"]
+__all__ = ["OpenAIEmbedder", "QWEN3_QUERY_TEMPLATE"]
 
 logger = logging.getLogger("ragkit")
 
