@@ -1,7 +1,8 @@
-"""PgVectorIndex (HNSW and exact) against numpy brute force, the peer, on clustered unit vectors.
+"""PostgresBackend (HNSW and exact) against numpy brute force, the peer, on clustered unit vectors.
 
 Same data as ``index_search.py`` (its Gaussian-mixture generator and seed), loaded into PostgreSQL
-with pgvector. Measures load time (COPY), HNSW build time (``CREATE INDEX`` after the load: the bulk
+with pgvector through ``PostgresBackend.write`` (one tiny document per vector) and searched with
+``dense_search``. Measures load time (COPY), HNSW build time (``CREATE INDEX`` after the load: the bulk
 path), bytes per vector on disk, queries/s one query at a time (a chatbot's pattern: every query a
 round trip), queries/s for a pipelined batch, queries/s from several client threads, and recall@k
 against numpy's exact top-k. Also a filtered search (1% of the rows, a range filter the GIN index
@@ -43,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from index_search import mixture, numpy_topk, recall  # noqa: E402
 
-from ragkit.index import PgVectorIndex  # noqa: E402
+from ragkit.backends import PostgresBackend  # noqa: E402
+from ragkit.backends.base import Upsert  # noqa: E402
 from ragkit.types import Chunk, Document  # noqa: E402
 
 
@@ -89,17 +91,18 @@ def server_facts(dsn: str, table: str) -> dict[str, Any]:
 
 
 def one_at_a_time(fn: Any, queries: np.ndarray, k: int, **kwargs: Any) -> tuple[np.ndarray, float]:
-    out = np.empty((len(queries), k), dtype=np.int64)
+    out = np.full((len(queries), k), -1, dtype=np.int64)  # dense_search does not pad: -1 marks a miss
     started = time.perf_counter()
     for i, row in enumerate(queries):
-        out[i] = fn(row, k, **kwargs)[1][0]
+        vids = fn(row, k, **kwargs)[0][1]
+        out[i, : len(vids)] = vids
     return out, len(queries) / (time.perf_counter() - started)
 
 
-def threaded(index: PgVectorIndex, queries: np.ndarray, k: int, clients: int) -> float:
+def threaded(backend: PostgresBackend, queries: np.ndarray, k: int, clients: int) -> float:
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(lambda row: index.search(row, k), queries))
+        list(pool.map(lambda row: backend.dense_search(row, k), queries))
     return len(queries) / (time.perf_counter() - started)
 
 
@@ -115,7 +118,7 @@ def numpy_single(xb: np.ndarray, queries: np.ndarray, k: int) -> float:
 def markdown(results: dict[str, Any]) -> str:
     a, m, s = results["args"], results["machine"], results["server"]
     lines = [
-        f"# PgVectorIndex search: {a['n']:,} x {a['dim']} clustered unit vectors, k={a['k']}",
+        f"# PostgresBackend search: {a['n']:,} x {a['dim']} clustered unit vectors, k={a['k']}",
         "",
         " ".join(
             [
@@ -146,9 +149,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "single: one query per call, a round trip each; batched: one call with many queries, pipelined on "
-        f"one connection; clients: {a['clients']} threads sharing one PgVectorIndex (its pool). The "
+        f"one connection; clients: {a['clients']} threads sharing one PostgresBackend (its pool). The "
         'filtered rows select 1% of the vectors with a range filter (`{"bucket": {"$gte": 7, "$lt": 8}}`)'
-        " and are scored against numpy on that subset. PgVectorIndex's default is ef_search=100 (pgvector's"
+        " and are scored against numpy on that subset. PostgresBackend's default is ef_search=100 (pgvector's"
         " own is 40); with a reranker, k = candidates >= 50 raises it per query anyway.",
     ]
     if a["dim"] != 1024:
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
     )
 
-    exact = PgVectorIndex(dsn, table=table, dim=args.dim, index="exact", pool_size=args.clients)
+    exact = PostgresBackend(dsn, table=table, dim=args.dim, index="exact", pool_size=args.clients)
     try:
         log(f"load {args.n:,} vectors ...")
         started = time.perf_counter()
@@ -225,9 +228,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             end = min(args.n, start + 10_000)
             exact.write(
                 [
-                    (
+                    Upsert(
                         Document(id=str(i), text="", metadata={"bucket": int(buckets[i])}),
-                        [Chunk(id=f"{i}#0", doc_id=str(i), text="", start=0, end=0)],
+                        (Chunk(id=f"{i}#0", doc_id=str(i), text="", start=0, end=0),),
                         xb[i : i + 1],
                     )
                     for i in range(start, end)
@@ -235,14 +238,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         load = time.perf_counter() - started
         # write() draws the vector ids itself (in document-id order): map them back to rows.
-        vids = np.concatenate([page for page, _ in exact.iter_vectors(50_000)]).tolist()
+        vids = np.concatenate([page for page, _ in exact.iter_texts(50_000)]).tolist()
         id_of = {vid: int(c.doc_id) + 1 for vid, c in exact.get_chunks(vids).items()}
 
         def mapped(labels: np.ndarray) -> np.ndarray:
             return np.vectorize(lambda v: id_of.get(int(v), -1))(labels)
 
         log("exact ...")
-        got, qps = one_at_a_time(exact.search, qe, args.k)
+        got, qps = one_at_a_time(exact.dense_search, qe, args.k)
         rows.append(
             {
                 "method": "pgvector exact",
@@ -254,14 +257,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         log("HNSW build ...")
         started = time.perf_counter()
-        built = PgVectorIndex(
+        built = PostgresBackend(
             dsn, table=table, index="hnsw", m=args.m, ef_construction=args.ef_construction, pool_size=1
         )
         build = time.perf_counter() - started
         built.close()
         for ef in args.ef_search:
             log(f"HNSW ef_search={ef} ...")
-            hnsw = PgVectorIndex(
+            hnsw = PostgresBackend(
                 dsn,
                 table=table,
                 index="hnsw",
@@ -271,9 +274,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 pool_size=args.clients,
             )
             try:
-                got, qps = one_at_a_time(hnsw.search, q, args.k)
+                got, qps = one_at_a_time(hnsw.dense_search, q, args.k)
                 started = time.perf_counter()
-                hnsw.search(q, args.k)
+                hnsw.dense_search(q, args.k)
                 batched = len(q) / (time.perf_counter() - started)
                 rows.append(
                     {
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "params": {"m": args.m, "ef_construction": args.ef_construction, "ef_search": ef},
                     }
                 )
-                got, qps = one_at_a_time(hnsw.search, q, args.k, filter=flt)
+                got, qps = one_at_a_time(hnsw.dense_search, q, args.k, filter=flt)
                 rows.append(
                     {
                         "method": f"pgvector HNSW ef_search={ef}, 1% filter",
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             finally:
                 hnsw.close()
         log("exact, 1% filter ...")
-        got, qps = one_at_a_time(exact.search, qe, args.k, filter=flt)
+        got, qps = one_at_a_time(exact.dense_search, qe, args.k, filter=flt)
         rows.append(
             {
                 "method": "pgvector exact, 1% filter",

@@ -1,4 +1,7 @@
-"""Vector indexes: FAISS (default, embedded) and PostgreSQL + pgvector (shared, for scale-out).
+"""Vector indexes: FAISS, embedded in the process (what the local backend derives from its store).
+
+PostgreSQL + pgvector is a whole storage backend rather than an index beside a store: see
+:class:`ragkit.backends.PostgresBackend`.
 
 Example:
     >>> import numpy as np
@@ -18,11 +21,10 @@ from ragkit.index.base import VectorIndex
 
 if TYPE_CHECKING:
     from ragkit.index.faiss import FaissIndex
-    from ragkit.index.pgvector import PgVectorIndex
 
-__all__ = ["FaissIndex", "PgVectorIndex", "VectorIndex"]
+__all__ = ["FaissIndex", "VectorIndex"]
 
-_LAZY = {"FaissIndex": "ragkit.index.faiss", "PgVectorIndex": "ragkit.index.pgvector"}
+_LAZY = {"FaissIndex": "ragkit.index.faiss"}
 
 
 def __getattr__(name: str) -> Any:
