@@ -27,10 +27,11 @@ def content_id(text: str) -> str:
         >>> content_id("hello")
         '2cf24dba5fb0a30e'
     """
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    # surrogatepass: a Document may hold any str; Pipeline.add refuses lone surrogates (check_text).
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def check_text(value: Any, what: str = "text") -> str:
+def check_text(value: Any, what: str = "text", *, utf8: bool = True) -> str:
     """Return ``value`` if it is a ``str`` that UTF-8 can encode; raise a ragkit error otherwise.
 
     A wrong type is an :class:`InputTypeError`; a lone surrogate (``"\\ud800"``, which no UTF-8
@@ -42,6 +43,8 @@ def check_text(value: Any, what: str = "text") -> str:
     """
     if not isinstance(value, str):
         raise InputTypeError(f"{what} must be a str, got {type(value).__name__}")
+    if not utf8:
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
@@ -78,7 +81,9 @@ class Document(BaseModel):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
-        check_text(data.get("text"), "Document.text")
+        # The type only: pydantic would turn a ValueError into its own ValidationError, so lone
+        # surrogates are refused where documents enter a pipeline (to_document), not here.
+        check_text(data.get("text"), "Document.text", utf8=False)
         doc_id = data.get("id")
         if doc_id is None or doc_id == "":
             data["id"] = content_id(data["text"])

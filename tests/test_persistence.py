@@ -778,3 +778,19 @@ def test_manifest_file_names_cannot_leave_the_directory(tmp_path):
     os.mkfifo(victim)
     pipe = Pipeline.load(path, embedder=HashEmbedder(), read_only=True)
     assert check_consistent(pipe) == {d.id for d in docs_a()}
+
+
+def test_an_upsert_refuses_vectors_that_are_not_real_numbers():
+    from ragkit.backends.base import Upsert
+    from ragkit.types import Chunk
+
+    chunk = Chunk(id="a#0", doc_id="a", text="hi", start=0, end=2)
+    for bad in (np.ones((1, 4), np.complex64), np.array([["x", "y"]])):
+        with pytest.raises(InvalidInputError, match="real numbers"):
+            Upsert(Document(id="a", text="hi"), (chunk,), bad)
+
+
+def test_a_document_may_hold_a_lone_surrogate_but_add_refuses_it():
+    doc = Document(text="lone \ud800")  # constructing it is no error (its id is still defined)
+    with pytest.raises(InvalidInputError, match="surrogate"):
+        make().add(doc)

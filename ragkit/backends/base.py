@@ -59,7 +59,13 @@ class Upsert:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chunks", tuple(self.chunks))
-        object.__setattr__(self, "vectors", np.asarray(self.vectors, dtype=np.float32))
+        vectors = np.asarray(self.vectors)
+        if vectors.size and (vectors.dtype.kind not in "fiu" or vectors.dtype == np.bool_):
+            # Checked before converting: a complex vector would lose its imaginary part silently.
+            raise InvalidInputError(
+                f"{self.document.id!r}: vectors must be real numbers, got dtype {vectors.dtype}"
+            )
+        object.__setattr__(self, "vectors", vectors.astype(np.float32, copy=False))
         if len(self.vectors) != len(self.chunks):
             raise InvalidInputError(
                 f"{self.document.id!r}: {len(self.chunks)} chunks but {len(self.vectors)} vectors"
