@@ -448,6 +448,8 @@ class _Split:
         if e == E[k] and prev <= A[k]:
             return None
         lo = max(prev + 1, A[k])
+        if lo >= e:  # the previous chunk is one character of the word: nothing to share before e
+            return None
         if self.exact:
             return max(lo, e - ov), k
 

@@ -9,7 +9,7 @@ import sys
 from itertools import pairwise
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import ragkit
@@ -112,6 +112,8 @@ def test_invariants_characters(text, size_overlap):
 
 @settings(max_examples=50, deadline=None)
 @given(text=TEXTS, size_overlap=sizes(4, 48))
+# A word cut one character at a time, then a space: the overlap started at the space (" 0").
+@example(text="\x80\u0800 0", size_overlap=(4, 3))
 def test_invariants_tokens(qwen_tokenizer, text, size_overlap):
     # 4 tokens hold any single character of a byte-level BPE, so no chunk is ever forced over the size.
     size, overlap = size_overlap
