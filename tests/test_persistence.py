@@ -794,3 +794,39 @@ def test_a_document_may_hold_a_lone_surrogate_but_add_refuses_it():
     doc = Document(text="lone \ud800")  # constructing it is no error (its id is still defined)
     with pytest.raises(InvalidInputError, match="surrogate"):
         make().add(doc)
+
+
+def test_readers_loading_while_a_writer_saves_never_get_a_false_error(tmp_path):
+    # A reader in another process loads again and again while this process saves over and over
+    # (each save replaces the derived files and removes the previous ones).
+    path = saved_a(tmp_path / "idx")
+    code = """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from conftest import HashEmbedder
+    from ragkit import Pipeline
+    loads, deadline = 0, time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < deadline:
+        p = Pipeline.load(sys.argv[1], embedder=HashEmbedder(), read_only=True)
+        assert p.search("alpha document number 3 word3 apple", k=1)[0].doc_id == "a3"
+        p.close()
+        loads += 1
+    print("LOADS", loads)
+    """
+    reader = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code.format(tests=str(TESTS))), str(path), "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=TESTS,
+    )
+    writer = Pipeline.load(path, embedder=HashEmbedder())
+    i = 0
+    while reader.poll() is None:
+        writer.add(Document(id=f"w{i}", text=f"saved while readers load {i}"))
+        writer.save()
+        i += 1
+    out, err = reader.communicate()
+    writer.close()
+    assert reader.returncode == 0, err[-2000:]
+    assert int(out.split()[-1]) > 0 and i > 3, (out, i)
