@@ -54,10 +54,12 @@ __all__ = [
     "MANIFEST",
     "Manifest",
     "commit_manifest",
+    "committed",
     "describe_files",
     "fsync_path",
     "new_tag",
     "read_manifest",
+    "remove_tagged",
     "remove_unreferenced",
     "storage_errors",
     "verify_files",
@@ -232,6 +234,37 @@ def verify_files(root: Path, files: Mapping[str, FileInfo], prefix: str) -> bool
             )
             return False
     return True
+
+
+def committed(root: Path, backend_entry: Mapping[str, Any]) -> bool:
+    """Whether ``root``'s manifest names ``backend_entry`` (a save that failed after its commit point).
+
+    Example:
+        >>> import tempfile
+        >>> committed(Path(tempfile.mkdtemp()), {"kind": "local"})
+        False
+    """
+    try:
+        return read_manifest(root).backend == dict(backend_entry)
+    except IntegrityError:
+        return False
+
+
+def remove_tagged(root: Path, tag: str) -> None:
+    """Remove what a failed save wrote: every entry whose name carries its (random) tag.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp()); _ = (root / "vectors-3-0123456789.faiss").write_text("x")
+        >>> remove_tagged(root, "3-0123456789"); list(root.iterdir())
+        []
+    """
+    for p in root.glob(f"*{tag}*"):
+        with contextlib.suppress(OSError):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
 
 
 def remove_unreferenced(root: Path, keep: Iterable[str], previous: Iterable[str] = ()) -> None:

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 
 from ragkit import persistence
 from ragkit.backends.base import SavedBackend, Upsert, check_vectors
@@ -49,7 +48,7 @@ from ragkit.filters import check_metadata
 from ragkit.persistence import Counts, Manifest
 from ragkit.retrieval import Retrieval, _check_k
 from ragkit.store import text_hash
-from ragkit.types import Chunk, Document, check_text, to_document
+from ragkit.types import AddResult, Chunk, Document, check_text, to_document
 
 __all__ = ["AddResult", "Pipeline"]
 
@@ -57,28 +56,6 @@ logger = logging.getLogger("ragkit")
 
 # A load retries this often when a save replaces the directory's files while it reads them.
 _LOAD_ATTEMPTS = 3
-
-
-class AddResult(BaseModel):
-    """What one ``add`` call did.
-
-    Attributes:
-        added: new documents. updated: documents whose text changed (re-chunked).
-        metadata_updated: documents whose metadata alone changed. unchanged: no-ops.
-        chunks: chunks written. embedded: chunk texts actually sent to the embedder (the rest
-        reused stored vectors of identical text).
-    """
-
-    added: int = 0
-    updated: int = 0
-    metadata_updated: int = 0
-    unchanged: int = 0
-    chunks: int = 0
-    embedded: int = 0
-
-    def merge(self, other: AddResult) -> None:
-        for name in type(self).model_fields:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 def _ragkit_version() -> str:
@@ -95,16 +72,6 @@ def _canonical(value: Any) -> Any:
 def _fingerprint_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     keys = sorted(set(a) | set(b))
     return "; ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
-
-
-def _is_committed(root: Path, manifest: Manifest) -> bool:
-    """Whether ``root``'s manifest is ``manifest`` (a save that failed after its commit point)."""
-    try:
-        current = persistence.read_manifest(root)
-    except IntegrityError:
-        return False
-    skip = {"saved_at", "format_version"}
-    return current.model_dump(exclude=skip) == manifest.model_dump(exclude=skip)
 
 
 def _iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -492,7 +459,7 @@ class Pipeline(Retrieval):
         try:
             saved = self.backend.save(target, persistence.new_tag(self.backend.generation), commit)
         except BaseException:
-            if written and _is_committed(target, written[0]):
+            if written and persistence.committed(target, written[0].backend):
                 self._directory = target  # the backend moved there: later saves must go there too
             raise
         self._directory = target

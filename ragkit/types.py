@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragkit.errors import InputTypeError, InvalidInputError
 
-__all__ = ["Chunk", "Document", "Hit", "SearchResults", "content_id", "to_document"]
+__all__ = ["AddResult", "Chunk", "Document", "Hit", "SearchResults", "content_id", "to_document"]
 
 
 def content_id(text: str) -> str:
@@ -178,3 +178,25 @@ class SearchResults(list[Hit]):
 
     def __repr__(self) -> str:
         return f"SearchResults(query={self.query!r}, hits={list.__repr__(self)}, timings={self.timings})"
+
+
+class AddResult(BaseModel):
+    """What one ``add`` call did.
+
+    Attributes:
+        added: new documents. updated: documents whose text changed (re-chunked).
+        metadata_updated: documents whose metadata alone changed. unchanged: no-ops.
+        chunks: chunks written. embedded: chunk texts actually sent to the embedder (the rest
+        reused stored vectors of identical text).
+    """
+
+    added: int = 0
+    updated: int = 0
+    metadata_updated: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+    embedded: int = 0
+
+    def merge(self, other: AddResult) -> None:
+        for name in type(self).model_fields:
+            setattr(self, name, getattr(self, name) + getattr(other, name))

@@ -49,28 +49,6 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _SNAPSHOT_TRIES = 5
 
 
-def _committed(directory: Path, saved_entry: SavedBackend | None) -> bool:
-    """Whether the manifest in ``directory`` already names ``saved_entry`` (the commit happened)."""
-    if saved_entry is None:
-        return False
-    try:
-        return persistence.read_manifest(directory).backend == saved_entry.entry
-    except IntegrityError:
-        return False
-
-
-def _remove_tagged(directory: Path, tag: str) -> None:
-    """Remove what a failed save wrote: every file whose name carries its tag."""
-    import shutil
-
-    for p in directory.glob(f"*{tag}*"):
-        with contextlib.suppress(OSError):
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink()
-
-
 def _safe_name(entry: Mapping[str, Any], key: str, *, optional: bool = False) -> str | None:
     value = entry.get(key)
     if value is None and optional:
@@ -509,10 +487,11 @@ class LocalBackend:
                 commit(saved)
                 self._bind(directory, saved, lock)
         except BaseException:
-            if not _committed(directory, saved_entry=locals().get("saved")):
+            saved_now = locals().get("saved")
+            if saved_now is None or not persistence.committed(directory, saved_now.entry):
                 if lock is not self._dir_lock:
                     lock.release()
-                _remove_tagged(directory, tag)
+                persistence.remove_tagged(directory, tag)
                 raise
             with self._lock.write():
                 self._bind(directory, saved, lock)
