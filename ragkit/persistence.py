@@ -462,7 +462,9 @@ class DirLock:
 
     Example:
         >>> import tempfile
-        >>> lock = DirLock(Path(tempfile.mkdtemp()), owner=object())
+        >>> class Writer: ...
+        >>> writer = Writer()
+        >>> lock = DirLock(Path(tempfile.mkdtemp()), owner=writer)
         >>> lock.acquire(); lock.release()
     """
 

@@ -3,7 +3,7 @@
 Example:
     >>> doc = Document(text="Paris is the capital of France.")
     >>> doc.id  # a plain text gets a content id, so adding it twice is a no-op
-    'a2d9ebd28f4ec8be'
+    '557be7eca214f188'
 """
 
 from __future__ import annotations

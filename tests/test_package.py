@@ -170,3 +170,29 @@ def test_every_public_module_has_an_explicit_sorted_all(module):
     assert list(names) == sorted(names), module
     for name in names:
         assert getattr(mod, name) is not None, (module, name)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "ragkit._secrets",
+        "ragkit.backends.base",
+        "ragkit.backends.local",
+        "ragkit.backends.postgres_filter",
+        "ragkit.backends.sqlite_filter",
+        "ragkit.components",
+        "ragkit.filters",
+        "ragkit.index.base",
+        "ragkit.index.faiss",
+        "ragkit.index.faiss_files",
+        "ragkit.persistence",
+        "ragkit.store",
+        "ragkit.types",
+    ],
+)
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0, f"{module}: {result.failed} of {result.attempted} examples failed"
