@@ -338,7 +338,6 @@ class Pipeline(Retrieval):
         check_text(doc_id, "doc_id")
         if not isinstance(metadata, Mapping):
             raise InputTypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-        check_metadata(metadata)
         if not self.backend.update_metadata(doc_id, dict(metadata)):
             raise InvalidInputError(f"no document with id {doc_id!r}")
 

@@ -485,11 +485,9 @@ class SQLiteStore:
 
     def update_metadata(self, doc_id: str, metadata: Mapping[str, Any]) -> bool:
         """Replace a document's metadata; ``False`` when there is no such document."""
-        check_metadata(metadata)
+        text = check_metadata(metadata)  # before the transaction: bad metadata writes nothing
         with self._transaction() as conn:
-            cur = conn.execute(
-                "UPDATE documents SET metadata = ? WHERE id = ?", (check_metadata(metadata), doc_id)
-            )
+            cur = conn.execute("UPDATE documents SET metadata = ? WHERE id = ?", (text, doc_id))
             return cur.rowcount > 0
 
     def replace_vectors(

@@ -207,10 +207,6 @@ class Backend(Protocol):
         ...
 
     # -- lifecycle and persistence
-    def acquire_writer(self) -> None:
-        """Called before every write: take whatever exclusive right writing needs (idempotent)."""
-        ...
-
     def save(self, directory: Path, tag: str, commit: Callable[[SavedBackend], None]) -> SavedBackend:
         """Save into ``directory``: write what a load needs, call ``commit`` (which writes the
         manifest naming it), then make ``directory`` this backend's home.

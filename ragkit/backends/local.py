@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -43,8 +42,6 @@ __all__ = ["LocalBackend"]
 
 logger = logging.getLogger("ragkit")
 
-# A name from a manifest is a plain file name: never a path that leaves the directory.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 # Generation changes a save tolerates before it snapshots under the write lock.
 _SNAPSHOT_TRIES = 5
 
@@ -53,7 +50,7 @@ def _safe_name(entry: Mapping[str, Any], key: str, *, optional: bool = False) ->
     value = entry.get(key)
     if value is None and optional:
         return None
-    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+    if not isinstance(value, str) or not persistence.SAFE_NAME.match(value) or ".." in value:
         raise IntegrityError(f"the manifest's backend.{key} is not a valid file name: {value!r}")
     return value
 
