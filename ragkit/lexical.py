@@ -1,4 +1,6 @@
-"""Lexical retrieval for hybrid search: a BM25 index over chunks (bm25s), and reciprocal-rank fusion.
+"""Lexical retrieval for hybrid search: a BM25 index over chunks (bm25s).
+
+Fusion with the dense ranking lives in :mod:`ragkit.fusion`.
 
 The BM25 index is *derived* data: the store holds the chunk texts, and the pipeline rebuilds this index
 from the store whenever it is stale (bm25s has no incremental update, so :meth:`BM25Index.build`
@@ -21,8 +23,6 @@ Example:
     >>> scores, ids = index.search("cat", k=5)
     >>> ids.tolist()
     [10]
-    >>> rrf_fuse([[1, 2, 3], [3, 1]])[0][0]
-    1
 """
 
 from __future__ import annotations
@@ -46,15 +46,10 @@ from ragkit.errors import (
     MissingDependencyError,
 )
 
-__all__ = ["BM25Index", "RRF_K", "rrf_fuse"]
+__all__ = ["BM25Index"]
 
 logger = logging.getLogger("ragkit")
 
-#: The RRF constant of Cormack, Clarke & Büttcher (SIGIR 2009, "Reciprocal Rank Fusion outperforms
-#: Condorcet and individual rank learning methods"): they found k = 60 near-optimal across TREC runs. A
-#: large k flattens the curve 1/(k + rank), so one list's top hit cannot outvote agreement between
-#: lists; k = 60 is also the default of Elasticsearch, OpenSearch and Vespa.
-RRF_K = 60
 
 _FORMAT_VERSION = 1
 _CONFIG_FILE = "bm25.json"
@@ -379,63 +374,6 @@ class BM25Index:
             logger.info("BM25 index loaded from %s with its saved settings %s", directory, spec)
         self._configure(**spec)
         self._state = _State(ids=ids, retriever=retriever, vocab=vocab)
-
-
-def rrf_fuse(
-    rankings: Sequence[Sequence[int]],
-    *,
-    rrf_k: int = RRF_K,
-    weights: Sequence[float] | None = None,
-) -> list[tuple[int, float]]:
-    """Reciprocal-rank fusion: ``score(d) = Σ_i weights[i] / (rrf_k + rank_i(d))``, ranks from 1.
-
-    A document absent from a ranking gets nothing from it; a repeated id within one ranking counts at
-    its first (best) position only. ``rrf_k`` is the RRF constant (:data:`RRF_K` = 60, after Cormack et
-    al. 2009), not a result count: every fused id is returned.
-
-    Ties in the fused score are broken by the best rank the id reached in any single ranking, then by
-    ascending id, so the output is deterministic and does not depend on the order of ``rankings``.
-
-    Args:
-        rankings: lists of ids, best first (for example dense and lexical chunk ids).
-        rrf_k: the RRF constant, >= 0 (named apart from ``k``, which is a result count everywhere).
-        weights: one non-negative weight per ranking; all 1 by default.
-
-    Returns:
-        ``(id, score)`` pairs, best first.
-
-    Example:
-        >>> rrf_fuse([[1, 2], [2, 3]], rrf_k=60)  # 2 is in both lists
-        [(2, 0.03252247488101534), (1, 0.01639344262295082), (3, 0.016129032258064516)]
-    """
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, np.integer)) or rrf_k < 0:
-        raise InvalidInputError(f"rrf_k must be an int >= 0, got {rrf_k!r}")
-    rankings = list(rankings)
-    if weights is None:
-        weights = [1.0] * len(rankings)
-    else:
-        weights = [float(w) for w in weights]
-        if len(weights) != len(rankings):
-            raise InvalidInputError(f"got {len(weights)} weights for {len(rankings)} rankings")
-        if not all(np.isfinite(w) and w >= 0 for w in weights):
-            raise InvalidInputError(f"weights must be finite and >= 0, got {weights}")
-    scores: dict[int, float] = {}
-    best_rank: dict[int, int] = {}
-    for ranking, weight in zip(rankings, weights, strict=True):
-        if isinstance(ranking, (str, bytes)):
-            raise InputTypeError("each ranking must be a sequence of int ids")
-        seen: set[int] = set()
-        for rank, raw in enumerate(ranking, start=1):
-            if isinstance(raw, bool) or not isinstance(raw, (int, np.integer)):
-                raise InputTypeError(f"ranking ids must be ints, got {type(raw).__name__}")
-            doc = int(raw)
-            if doc in seen:
-                continue
-            seen.add(doc)
-            scores[doc] = scores.get(doc, 0.0) + weight / (rrf_k + rank)
-            best_rank[doc] = min(best_rank.get(doc, rank), rank)
-    order = sorted(scores, key=lambda d: (-scores[d], best_rank[d], d))
-    return [(d, scores[d]) for d in order]
 
 
 # -- helpers --------------------------------------------------------------------------------------

@@ -45,8 +45,9 @@ from ragkit.errors import (
     ReadOnlyError,
 )
 from ragkit.filters import check_metadata
+from ragkit.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, check_alpha
 from ragkit.persistence import Counts, Manifest
-from ragkit.retrieval import Retrieval, _check_k
+from ragkit.retrieval import Retrieval, _check_k, check_fusion
 from ragkit.store import text_hash
 from ragkit.types import AddResult, Chunk, Document, check_text, to_document
 
@@ -96,6 +97,9 @@ class Pipeline(Retrieval):
         query_cache_size: LRU cache of query embeddings (chatbot traffic repeats itself); 0 disables.
         batch_size: documents per ``add`` transaction (memory stays flat for any corpus).
         rrf_k: the constant of reciprocal-rank fusion in hybrid mode (60, as in Cormack et al. 2009).
+        fusion: hybrid mode's default fusion, ``"rrf"`` or ``"convex"`` (:mod:`ragkit.fusion`;
+            ``search(fusion=...)`` overrides it per call).
+        alpha: convex fusion's default weight of the dense side, in [0, 1].
         show_progress: a tqdm bar for long adds; ``None`` shows it only on a terminal.
 
     Example:
@@ -124,6 +128,8 @@ class Pipeline(Retrieval):
         query_cache_size: int = 1024,
         batch_size: int = 64,
         rrf_k: int = 60,
+        fusion: str = DEFAULT_FUSION,
+        alpha: float = DEFAULT_ALPHA,
         show_progress: bool | None = None,
     ) -> None:
         for attr in ("dim", "fingerprint", "embed_documents", "embed_queries"):
@@ -148,6 +154,11 @@ class Pipeline(Retrieval):
         self.backend = backend
         self.batch_size = _check_k(batch_size, "batch_size")
         self.rrf_k = _check_k(rrf_k, "rrf_k")
+        try:
+            self.fusion = check_fusion(fusion)
+            self.alpha = check_alpha(alpha)
+        except InvalidInputError as e:
+            raise ConfigError(str(e)) from None
         self.show_progress = show_progress
         if type(query_cache_size) is not int or query_cache_size < 0:
             raise ConfigError(f"query_cache_size must be an int >= 0, got {query_cache_size!r}")

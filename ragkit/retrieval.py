@@ -1,8 +1,13 @@
 """Retrieval: the search side of :class:`~ragkit.Pipeline` (query embedding and its cache, first-stage
-search on the backend, fusion, reranking, per-document caps, context expansion).
+search on the backend, fusion, diversity, reranking, per-document caps, context expansion).
 
-:class:`Retrieval` is a mixin: it reads ``embedder``, ``reranker``, ``backend``, ``rrf_k`` and the
-query cache that :class:`~ragkit.Pipeline` sets up, and holds no state of its own.
+The stages of one search, in order: dense and/or lexical first stage (``candidates`` per side, the
+metadata filter applied inside the backend) → fusion in hybrid mode (:mod:`ragkit.fusion`) →
+maximal marginal relevance when ``diversity`` is set (:mod:`ragkit.diversity`) → the reranker →
+``max_per_doc`` and ``min_score`` → the top ``k``.
+
+:class:`Retrieval` is a mixin: it reads ``embedder``, ``reranker``, ``backend``, ``rrf_k``, ``fusion``,
+``alpha`` and the query cache that :class:`~ragkit.Pipeline` sets up, and holds no state of its own.
 
 Example:
     >>> hits = pipe.search("capital of France", k=3, filter={"lang": "en"})  # doctest: +SKIP
@@ -15,18 +20,21 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ragkit.backends.base import check_vectors
+from ragkit.diversity import check_diversity, mmr
 from ragkit.embedders.base import check_texts
 from ragkit.errors import ConfigError, InputTypeError, InvalidInputError
 from ragkit.filters import Node, parse_filter
+from ragkit.fusion import FUSIONS, check_alpha, convex_fuse, rrf_fuse
 from ragkit.rerankers.base import rerank as _rerank
 from ragkit.types import Hit, SearchResults, check_text
 
-__all__ = ["MODES", "Retrieval"]
+__all__ = ["MODES", "Retrieval", "check_fusion"]
 
 MODES = ("dense", "lexical", "hybrid")
 
@@ -37,6 +45,33 @@ def _check_k(k: Any, name: str = "k") -> int:
     return int(k)
 
 
+def check_fusion(fusion: Any) -> str:
+    """A fusion name of :data:`ragkit.fusion.FUSIONS`, or an :class:`InvalidInputError`."""
+    if fusion not in FUSIONS:
+        raise InvalidInputError(f"unknown fusion {fusion!r}: use one of {', '.join(map(repr, FUSIONS))}")
+    return str(fusion)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One search call's validated options."""
+
+    k: int
+    mode: str
+    n: int  # first-stage candidates per side (and after fusion)
+    node: Node | None
+    max_per_doc: int | None
+    min_score: float | None
+    diversity: float | None
+    fusion: str
+    alpha: float
+
+    @property
+    def fetch(self) -> int:
+        # A per-document cap drops hits after the first stage, so it reads deeper.
+        return self.n if self.max_per_doc is None else self.n * 4
+
+
 class Retrieval:
     """Search methods of :class:`~ragkit.Pipeline` (see there for the public API)."""
 
@@ -44,6 +79,8 @@ class Retrieval:
     reranker: Any
     backend: Any
     rrf_k: int
+    fusion: str
+    alpha: float
     query_cache_size: int
     _query_cache: OrderedDict[tuple[str, str | None], np.ndarray]
     _cache_lock: threading.Lock
@@ -87,9 +124,18 @@ class Retrieval:
             while len(self._query_cache) > self.query_cache_size:
                 self._query_cache.popitem(last=False)
 
-    def _validate(
-        self, k: Any, mode: Any, candidates: Any, max_per_doc: Any, min_score: Any
-    ) -> tuple[int, str, int]:
+    def _plan(
+        self,
+        k: Any,
+        mode: Any,
+        filter: Any,
+        candidates: Any,
+        max_per_doc: Any,
+        min_score: Any,
+        diversity: Any,
+        fusion: Any,
+        alpha: Any,
+    ) -> _Plan:
         k = _check_k(k)
         if mode not in MODES:
             raise InvalidInputError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
@@ -97,83 +143,104 @@ class Retrieval:
             raise ConfigError(
                 f"mode={mode!r} needs a lexical index: this backend keeps none (LocalBackend(lexical=False))"
             )
+        diversity = check_diversity(diversity)
         if candidates is None:
-            n = max(50, k) if self.reranker is not None else k
+            wide = self.reranker is not None or diversity is not None
+            n = max(50, k) if wide else k
         else:
             n = max(_check_k(candidates, "candidates"), k)
         if max_per_doc is not None:
-            _check_k(max_per_doc, "max_per_doc")
+            max_per_doc = _check_k(max_per_doc, "max_per_doc")
         if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))):
             raise InvalidInputError(f"min_score must be a number, got {min_score!r}")
-        return k, mode, n
+        return _Plan(
+            k=k,
+            mode=mode,
+            n=n,
+            node=parse_filter(filter),
+            max_per_doc=max_per_doc,
+            min_score=None if min_score is None else float(min_score),
+            diversity=diversity,
+            fusion=check_fusion(self.fusion if fusion is None else fusion),
+            alpha=check_alpha(self.alpha if alpha is None else alpha),
+        )
 
     def _retrieve(
         self,
         query: str,
         dense: tuple[np.ndarray, np.ndarray] | None,
-        n: int,
-        mode: str,
-        node: Node | None,
+        plan: _Plan,
         timings: dict[str, float],
     ) -> list[Hit]:
-        """First-stage retrieval: ``n`` candidates as hits (before reranking and per-doc caps)."""
+        """First stage: fused (hybrid) candidates as hits, then MMR when ``plan.diversity`` is set.
+
+        Returns what the reranker scores next (or, without one, what :meth:`_finish` cuts to ``k``).
+        """
+        n, mode = plan.fetch, plan.mode
         lexical: tuple[np.ndarray, np.ndarray] | None = None
         if mode in ("lexical", "hybrid"):
             t = time.perf_counter()
-            lexical = self.backend.lexical_search(query, n, filter=node)
+            lexical = self.backend.lexical_search(query, n, filter=plan.node)
             timings["lexical"] = time.perf_counter() - t
         t = time.perf_counter()
         dense_map = {} if dense is None else {int(i): float(s) for s, i in zip(*dense, strict=True)}
         lexical_map = {} if lexical is None else {int(i): float(s) for s, i in zip(*lexical, strict=True)}
         if mode == "hybrid":
-            from ragkit.lexical import rrf_fuse
-
-            fused = rrf_fuse([list(dense_map), list(lexical_map)], rrf_k=self.rrf_k)[:n]
-            order = [(vid, score) for vid, score in fused]
+            if plan.fusion == "rrf":
+                order = rrf_fuse([list(dense_map), list(lexical_map)], rrf_k=self.rrf_k)[:n]
+            else:
+                order = convex_fuse([dense_map, lexical_map], [plan.alpha, 1.0 - plan.alpha])[:n]
         elif mode == "dense":
             order = list(dense_map.items())
         else:
             order = list(lexical_map.items())
         chunks = self.backend.get_chunks([vid for vid, _ in order])
-        hits = []
+        hits, vids = [], []
         for vid, score in order:
             chunk = chunks.get(vid)
             if chunk is None:  # deleted between the index search and this read
                 continue
+            vids.append(vid)
             hits.append(
                 Hit(
                     **chunk.model_dump(),
                     score=score,
                     dense_score=dense_map.get(vid),
                     lexical_score=lexical_map.get(vid),
-                    rrf_score=score if mode == "hybrid" else None,
+                    fused_score=score if mode == "hybrid" else None,
                 )
             )
         timings["fetch"] = time.perf_counter() - t
+        if plan.diversity is not None and hits:
+            t = time.perf_counter()
+            hits = self._diversify(hits, vids, plan)
+            timings["diversity"] = time.perf_counter() - t
+        elif self.reranker is not None and plan.max_per_doc is None:
+            hits = hits[: plan.n]
         return hits
 
-    def _finish(
-        self,
-        hits: list[Hit],
-        k: int,
-        max_per_doc: int | None,
-        min_score: float | None,
-        scores: np.ndarray | None,
-        timings: dict[str, float],
-    ) -> list[Hit]:
-        if scores is not None:
-            scores = np.asarray(scores, dtype=np.float32)
-            if scores.shape != (len(hits),):
-                raise InvalidInputError(
-                    f"the reranker returned shape {scores.shape} for {len(hits)} documents"
-                )
-            order = np.argsort(-scores, kind="stable")
-            reranked = []
-            for i in order:
-                hit = hits[int(i)]
-                hit.score = hit.rerank_score = float(scores[i])
-                reranked.append(hit)
-            hits = reranked
+    def _diversify(self, hits: list[Hit], vids: list[int], plan: _Plan) -> list[Hit]:
+        """Maximal marginal relevance over the candidates' stored vectors (every mode has them).
+
+        Without a reranker, the MMR order of the candidates (``k`` of them, or all when
+        ``max_per_doc`` will drop some); with one, the first ``k`` of that order that pass
+        ``max_per_doc``, which the reranker then orders.
+        """
+        vectors = self.backend.get_vectors(vids)
+        kept = [(h, vectors[v]) for h, v in zip(hits, vids, strict=True) if v in vectors]
+        if not kept:  # every candidate deleted since the first stage read it
+            return []
+        picks = plan.k if plan.max_per_doc is None else len(kept)
+        relevance = [h.score for h, _ in kept]
+        order = mmr(relevance, np.stack([v for _, v in kept]), picks, diversity=plan.diversity or 0.0)
+        ranked = [kept[i][0] for i in order]
+        if self.reranker is None:
+            return ranked
+        return self._cap(ranked, plan.k, plan.max_per_doc, None)
+
+    @staticmethod
+    def _cap(hits: list[Hit], k: int, max_per_doc: int | None, min_score: float | None) -> list[Hit]:
+        """The first ``k`` hits that pass ``min_score`` and the per-document cap, ranked from 1."""
         out: list[Hit] = []
         per_doc: dict[str, int] = {}
         for hit in hits:
@@ -189,6 +256,22 @@ class Retrieval:
                 break
         return out
 
+    def _finish(self, hits: list[Hit], plan: _Plan, scores: np.ndarray | None) -> list[Hit]:
+        if scores is not None:
+            scores = np.asarray(scores, dtype=np.float32)
+            if scores.shape != (len(hits),):
+                raise InvalidInputError(
+                    f"the reranker returned shape {scores.shape} for {len(hits)} documents"
+                )
+            order = np.argsort(-scores, kind="stable")
+            reranked = []
+            for i in order:
+                hit = hits[int(i)]
+                hit.score = hit.rerank_score = float(scores[i])
+                reranked.append(hit)
+            hits = reranked
+        return self._cap(hits, plan.k, plan.max_per_doc, plan.min_score)
+
     def search(
         self,
         query: str,
@@ -200,6 +283,9 @@ class Retrieval:
         instruction: str | None = None,
         max_per_doc: int | None = None,
         min_score: float | None = None,
+        diversity: float | None = None,
+        fusion: str | None = None,
+        alpha: float | None = None,
     ) -> SearchResults:
         """Search: the ``k`` best chunks for ``query``, best first.
 
@@ -208,11 +294,19 @@ class Retrieval:
             k: how many hits to return.
             filter: a metadata filter (:mod:`ragkit.filters`); ``k`` hits come back whenever ``k``
                 chunks match it.
-            mode: ``"dense"`` (cosine), ``"lexical"`` (BM25) or ``"hybrid"`` (reciprocal-rank fusion).
-            candidates: first-stage depth; ``None`` is ``k`` without a reranker, ``max(50, k)`` with one.
+            mode: ``"dense"`` (cosine), ``"lexical"`` (BM25) or ``"hybrid"`` (both, fused).
+            candidates: first-stage depth per side; ``None`` is ``k``, or ``max(50, k)`` with a
+                reranker or ``diversity``.
             instruction: the query task of an instruction-aware embedder (Qwen3), for this call.
-            max_per_doc: at most this many chunks of one document (diverse context for a prompt).
+            max_per_doc: at most this many chunks of one document (applied after diversity).
             min_score: drop hits whose final score is below this.
+            diversity: λ in [0, 1] of maximal marginal relevance over the candidates' stored vectors,
+                in every mode; ``None`` or 0 is the relevance order, larger is more diverse. It runs
+                after fusion and before the reranker: with a reranker, MMR keeps ``k`` candidates and
+                the reranker orders those. Hits then come in MMR order, each keeping its own score.
+            fusion: hybrid mode's fusion, ``"rrf"`` or ``"convex"`` (:mod:`ragkit.fusion`);
+                ``None`` is the pipeline's ``fusion``.
+            alpha: convex fusion's weight of the dense side in [0, 1]; ``None`` is the pipeline's.
 
         Returns:
             :class:`SearchResults`: a list of :class:`Hit` with ``.query`` and ``.timings`` (seconds).
@@ -220,6 +314,7 @@ class Retrieval:
         Example:
             >>> hits = pipe.search("capital of France", k=3, filter={"lang": "en"})  # doctest: +SKIP
             >>> hits[0].doc_id, round(hits[0].score, 3), hits.timings["dense"]       # doctest: +SKIP
+            >>> pipe.search("refunds", mode="hybrid", fusion="convex", diversity=0.3)  # doctest: +SKIP
         """
         return self.search_many(
             [query],
@@ -230,6 +325,9 @@ class Retrieval:
             instruction=instruction,
             max_per_doc=max_per_doc,
             min_score=min_score,
+            diversity=diversity,
+            fusion=fusion,
+            alpha=alpha,
         )[0]
 
     def search_many(
@@ -243,6 +341,9 @@ class Retrieval:
         instruction: str | None = None,
         max_per_doc: int | None = None,
         min_score: float | None = None,
+        diversity: float | None = None,
+        fusion: str | None = None,
+        alpha: float | None = None,
     ) -> list[SearchResults]:
         """Search several queries at once (queries are embedded in one batch); see :meth:`search`.
 
@@ -251,31 +352,28 @@ class Retrieval:
             [5, 5]
         """
         queries = check_texts(queries, "queries")
-        k, mode, n = self._validate(k, mode, candidates, max_per_doc, min_score)
-        node = parse_filter(filter)
+        plan = self._plan(k, mode, filter, candidates, max_per_doc, min_score, diversity, fusion, alpha)
         shared: dict[str, float] = {}
         qvecs = None
-        if mode != "lexical" and queries:
+        if plan.mode != "lexical" and queries:
             t = time.perf_counter()
             qvecs = self._query_vectors(queries, instruction)
             shared["embed"] = (time.perf_counter() - t) / len(queries)
-        fetch = n if max_per_doc is None else n * 4
         dense = None
         if qvecs is not None:
             t = time.perf_counter()
-            dense = self.backend.dense_search(qvecs, fetch, filter=node)
+            dense = self.backend.dense_search(qvecs, plan.fetch, filter=plan.node)
             shared["dense"] = (time.perf_counter() - t) / len(queries)
         results = []
         for i, query in enumerate(queries):
             timings = dict(shared)
-            hits = self._retrieve(query, None if dense is None else dense[i], fetch, mode, node, timings)
+            hits = self._retrieve(query, None if dense is None else dense[i], plan, timings)
             scores = None
             if self.reranker is not None and hits:
-                hits = hits[:n] if max_per_doc is None else hits
                 t = time.perf_counter()
                 scores = self.reranker.score(query, [h.text for h in hits])
                 timings["rerank"] = time.perf_counter() - t
-            final = self._finish(hits, k, max_per_doc, min_score, scores, timings)
+            final = self._finish(hits, plan, scores)
             timings["total"] = sum(timings.values())
             results.append(SearchResults(final, query=query, timings=timings))
         return results
@@ -291,6 +389,9 @@ class Retrieval:
         instruction: str | None = None,
         max_per_doc: int | None = None,
         min_score: float | None = None,
+        diversity: float | None = None,
+        fusion: str | None = None,
+        alpha: float | None = None,
     ) -> SearchResults:
         """Async twin of :meth:`search` for chatbot backends: never blocks the event loop.
 
@@ -301,28 +402,25 @@ class Retrieval:
             >>> hits = await pipe.asearch("capital of France", k=3)  # doctest: +SKIP
         """
         check_text(query, "query")
-        k, mode, n = self._validate(k, mode, candidates, max_per_doc, min_score)
-        node = parse_filter(filter)
+        plan = self._plan(k, mode, filter, candidates, max_per_doc, min_score, diversity, fusion, alpha)
         timings: dict[str, float] = {}
         qvec = None
-        if mode != "lexical":
+        if plan.mode != "lexical":
             t = time.perf_counter()
             qvec = await self._aquery_vector(query, instruction)
             timings["embed"] = time.perf_counter() - t
 
         def first_stage() -> list[Hit]:
-            fetch = n if max_per_doc is None else n * 4
             dense = None
             if qvec is not None:
                 t = time.perf_counter()
-                dense = self.backend.dense_search(qvec[None, :], fetch, filter=node)[0]
+                dense = self.backend.dense_search(qvec[None, :], plan.fetch, filter=plan.node)[0]
                 timings["dense"] = time.perf_counter() - t
-            return self._retrieve(query, dense, fetch, mode, node, timings)
+            return self._retrieve(query, dense, plan, timings)
 
         hits = await asyncio.to_thread(first_stage)
         scores = None
         if self.reranker is not None and hits:
-            hits = hits[:n] if max_per_doc is None else hits
             t = time.perf_counter()
             texts = [h.text for h in hits]
             ascore = getattr(self.reranker, "ascore", None)
@@ -331,7 +429,7 @@ class Retrieval:
             else:
                 scores = await asyncio.to_thread(self.reranker.score, query, texts)
             timings["rerank"] = time.perf_counter() - t
-        final = self._finish(hits, k, max_per_doc, min_score, scores, timings)
+        final = self._finish(hits, plan, scores)
         timings["total"] = sum(timings.values())
         return SearchResults(final, query=query, timings=timings)
 

@@ -139,9 +139,11 @@ class Chunk(BaseModel):
 class Hit(Chunk):
     """A retrieved chunk with its scores.
 
-    ``score`` is the score of the last stage that ran (cosine for dense, BM25 for lexical, RRF for
-    hybrid, P(yes) when reranked); each stage's own score is set when that stage scored the hit and
-    ``None`` otherwise. ``rank`` starts at 1.
+    ``score`` is the score of the last stage that ran (cosine for dense, BM25 for lexical, the fused
+    score for hybrid, P(yes) when reranked); each stage's own score is set when that stage scored the
+    hit and ``None`` otherwise: ``fused_score`` is hybrid search's RRF or convex score
+    (:mod:`ragkit.fusion`). With ``diversity``, hits come in MMR order and keep these scores. ``rank``
+    starts at 1.
     """
 
     model_config = ConfigDict(frozen=False)
@@ -150,7 +152,7 @@ class Hit(Chunk):
     rank: int = 0
     dense_score: float | None = None
     lexical_score: float | None = None
-    rrf_score: float | None = None
+    fused_score: float | None = None
     rerank_score: float | None = None
 
     @model_validator(mode="after")

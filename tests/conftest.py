@@ -105,3 +105,17 @@ class HashEmbedder:
 @pytest.fixture
 def hash_embedder() -> HashEmbedder:
     return HashEmbedder()
+
+
+@pytest.fixture(params=["local", pytest.param("pg", marks=pytest.mark.pg)])
+def search_backend(request):
+    """``"local"``, or ``("pg", dsn, table)`` with a fresh table dropped afterwards: feature tests
+    that take it run on both backends (see search_backends.py)."""
+    if request.param == "local":
+        yield "local"
+        return
+    from pg_server import drop_tables, fresh_table, server_dsn
+
+    dsn, table = server_dsn(), fresh_table()
+    yield ("pg", dsn, table)
+    drop_tables(dsn, table)

@@ -1,4 +1,4 @@
-"""BM25Index against an independent BM25 formula, filtering, persistence; rrf_fuse against hand arithmetic."""
+"""BM25Index against an independent BM25 formula, filtering, persistence."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ragkit.errors import (
     InvalidInputError,
     MissingDependencyError,
 )
-from ragkit.lexical import RRF_K, BM25Index, rrf_fuse
+from ragkit.lexical import BM25Index
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog",
@@ -245,46 +245,3 @@ def test_bad_inputs_raise_typed_errors(plain_index):
     assert issubclass(InputTypeError, TypeError) and issubclass(InvalidInputError, ValueError)
 
 
-# -- reciprocal-rank fusion ---------------------------------------------------------------------
-
-
-def test_rrf_against_hand_computed_scores():
-    fused = rrf_fuse([[1, 2, 3], [3, 1, 4]])
-    assert RRF_K == 60
-    expected = {1: 1 / 61 + 1 / 62, 2: 1 / 62, 3: 1 / 63 + 1 / 61, 4: 1 / 63}
-    assert [d for d, _ in fused] == [1, 3, 2, 4]
-    for doc, score in fused:
-        assert score == pytest.approx(expected[doc], abs=1e-15)
-
-
-def test_rrf_weights_and_k():
-    fused = dict(rrf_fuse([[1, 2], [2, 1]], rrf_k=10, weights=[2.0, 0.5]))
-    assert fused[1] == pytest.approx(2 / 11 + 0.5 / 12)
-    assert fused[2] == pytest.approx(2 / 12 + 0.5 / 11)
-    assert rrf_fuse([[1, 2], [2, 1]], weights=[0, 1])[0][0] == 2
-    assert rrf_fuse([[5]], rrf_k=0) == [(5, 1.0)]
-    assert rrf_fuse([]) == [] and rrf_fuse([[], []]) == []
-
-
-def test_rrf_ties_and_repeats_are_deterministic():
-    # Equal fused scores: the better single rank first, then the smaller id.
-    assert [d for d, _ in rrf_fuse([[9, 3], [5, 3]], rrf_k=0)] == [5, 9, 3]  # all three score exactly 1.0
-    assert rrf_fuse([[6, 5], [5, 6]]) == rrf_fuse([[5, 6], [6, 5]])
-    assert [d for d, _ in rrf_fuse([[6, 5], [5, 6]])] == [5, 6]
-    # A repeated id counts once, at its best position.
-    assert dict(rrf_fuse([[1, 1, 2]]))[1] == pytest.approx(1 / 61)
-    assert dict(rrf_fuse([[1, 1, 2]]))[2] == pytest.approx(1 / 63)
-    assert rrf_fuse([np.array([3, 4], dtype=np.int64)])[0] == (3, 1 / 61)
-
-
-def test_rrf_bad_inputs():
-    with pytest.raises(InvalidInputError):
-        rrf_fuse([[1]], rrf_k=-1)
-    with pytest.raises(InvalidInputError):
-        rrf_fuse([[1], [2]], weights=[1.0])
-    with pytest.raises(InvalidInputError):
-        rrf_fuse([[1]], weights=[-1.0])
-    with pytest.raises(InputTypeError):
-        rrf_fuse([[1.5]])  # type: ignore[list-item]
-    with pytest.raises(InputTypeError):
-        rrf_fuse(["abc"])  # type: ignore[list-item]

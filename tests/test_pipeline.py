@@ -246,7 +246,7 @@ def test_lexical_and_hybrid_modes_set_their_scores():
     assert lex[0].doc_id == "d17" and lex[0].lexical_score == lex[0].score and lex[0].dense_score is None
     hyb = pipe.search(docs[17].text, k=5, mode="hybrid")
     assert hyb[0].doc_id == "d17"
-    assert hyb[0].rrf_score == hyb[0].score
+    assert hyb[0].fused_score == hyb[0].score
     assert hyb[0].dense_score is not None and hyb[0].lexical_score is not None
     # the lexical index follows additions and deletions
     pipe.delete("d17")

@@ -80,7 +80,7 @@ def test_pipeline_on_postgres_matches_the_local_backend(table):
     lex = pg.search("unique17", k=3, mode="lexical")
     assert lex[0].doc_id == "d17" and lex[0].lexical_score is not None
     hyb = pg.search(docs[17].text, k=3, mode="hybrid")
-    assert hyb[0].doc_id == "d17" and hyb[0].rrf_score is not None
+    assert hyb[0].doc_id == "d17" and hyb[0].fused_score is not None
     assert pg.search("x", k=3, filter={"group": 9})[0].doc_id == "d6"
     pg.close()
     local.close()
