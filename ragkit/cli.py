@@ -114,7 +114,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
             raise RagkitError(f'--filter must be JSON, e.g. \'{{"lang": "en"}}\': {e}') from e
     embedder = None if args.embedder == "auto" else _embedder(args.embedder, None)
     pipe = Pipeline.load(args.index, embedder=embedder, read_only=True, trust_hosts=args.trust_hosts)
-    results = pipe.search(args.query, k=args.k, mode=args.mode, filter=flt, candidates=args.candidates)
+    results = pipe.search(
+        args.query,
+        k=args.k,
+        mode=args.mode,
+        filter=flt,
+        candidates=args.candidates,
+        diversity=args.diversity,
+        fusion=args.fusion,
+        alpha=args.alpha,
+    )
     if args.json:
         payload = {
             "query": results.query,
@@ -190,6 +199,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="dense", choices=["dense", "lexical", "hybrid"])
     p.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"lang": "en"}\'')
     p.add_argument("--candidates", type=int, default=None, help="first-stage depth before reranking")
+    p.add_argument(
+        "--diversity", type=float, default=None, help="MMR λ in [0, 1]: 0 relevance order, larger more diverse"
+    )
+    p.add_argument("--fusion", choices=["rrf", "convex"], default=None, help="hybrid mode's fusion")
+    p.add_argument("--alpha", type=float, default=None, help="convex fusion's weight of the dense side")
     p.add_argument("--embedder", default="auto", help="'auto' rebuilds the embedder saved with the index")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(

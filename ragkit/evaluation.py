@@ -400,7 +400,9 @@ class _Searchable(Protocol):
 
     def add(self, documents: Any) -> Any: ...
 
-    def search_many(self, queries: list[str], *, k: int, mode: str, candidates: int | None) -> Any: ...
+    def search_many(
+        self, queries: list[str], *, k: int, mode: str, candidates: int | None, **kwargs: Any
+    ) -> Any: ...
 
 
 class EvaluationRow(BaseModel):
@@ -537,6 +539,7 @@ def evaluate(
     batch_size: int = 64,
     ignore_identical_ids: bool = False,
     show_progress: bool | None = None,
+    search_kwargs: Mapping[str, Any] | None = None,
 ) -> EvaluationReport:
     """Search every judged query of ``dataset`` with ``pipeline`` in each mode, and score the results.
 
@@ -565,6 +568,8 @@ def evaluate(
             default: elsewhere query and document ids are separate namespaces (CISI numbers both from 1,
             and 7 of its queries judge their same-numbered document relevant).
         show_progress: a progress bar; ``None`` shows it only on a terminal.
+        search_kwargs: more keyword arguments for every ``search_many`` call (for example
+            ``{"fusion": "convex", "alpha": 0.6}`` or ``{"diversity": 0.3}``).
 
     Returns:
         An :class:`EvaluationReport` with one row per mode.
@@ -601,13 +606,16 @@ def evaluate(
     rows = []
     for mode in modes:
         run: dict[str, list[str]] = {}
-        pipeline.search_many([_WARM_UP_QUERY], k=k * _CHUNK_OVERSAMPLING, mode=mode, candidates=candidates)
+        extra = dict(search_kwargs or {})
+        pipeline.search_many(
+            [_WARM_UP_QUERY], k=k * _CHUNK_OVERSAMPLING, mode=mode, candidates=candidates, **extra
+        )
         seconds = 0.0
         bar = tqdm(total=len(texts), desc=f"evaluate {mode}", disable=_disable(show_progress), unit="q")
         for batch_ids, batch_texts in _batches(query_ids, texts, batch_size):
             start = time.perf_counter()
             results = pipeline.search_many(
-                batch_texts, k=k * _CHUNK_OVERSAMPLING, mode=mode, candidates=candidates
+                batch_texts, k=k * _CHUNK_OVERSAMPLING, mode=mode, candidates=candidates, **extra
             )
             seconds += time.perf_counter() - start
             if len(results) != len(batch_texts):

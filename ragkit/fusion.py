@@ -32,7 +32,16 @@ import numpy as np
 
 from ragkit.errors import InputTypeError, InvalidInputError
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_FUSION", "FUSIONS", "RRF_K", "check_alpha", "convex_fuse", "rrf_fuse"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_FUSION",
+    "DEFAULT_RRF_K",
+    "FUSIONS",
+    "RRF_K",
+    "check_alpha",
+    "convex_fuse",
+    "rrf_fuse",
+]
 
 FUSIONS = ("rrf", "convex")
 """The fusion methods of hybrid search."""
@@ -43,11 +52,12 @@ FUSIONS = ("rrf", "convex")
 #: lists; k = 60 is also the default of Elasticsearch, OpenSearch and Vespa.
 RRF_K = 60
 
-#: Hybrid search's default fusion (see the module docstring for how it was chosen).
+#: Hybrid search's default fusion, and the pipeline's default RRF constant and convex weight: each
+#: the best on the tuning half of CISI's judged queries, at hybrid's default depth of 100 hits per
+#: side (``benchmarks/quality.py --sweep``; the held-out half's figures are in benchmarks/README.md).
 DEFAULT_FUSION = "rrf"
-
-#: The weight of the dense side in convex fusion, chosen on the tuning half of CISI.
-DEFAULT_ALPHA = 0.5
+DEFAULT_RRF_K = 30
+DEFAULT_ALPHA = 0.7
 
 
 def check_alpha(alpha: Any) -> float:

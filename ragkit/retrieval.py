@@ -34,9 +34,14 @@ from ragkit.fusion import FUSIONS, check_alpha, convex_fuse, rrf_fuse
 from ragkit.rerankers.base import rerank as _rerank
 from ragkit.types import Hit, SearchResults, check_text
 
-__all__ = ["MODES", "Retrieval", "check_fusion"]
+__all__ = ["HYBRID_DEPTH", "MODES", "Retrieval", "check_fusion"]
 
 MODES = ("dense", "lexical", "hybrid")
+
+#: Hybrid search reads at least this many hits from each side by default (``candidates=None``), and
+#: keeps the usual number after fusion: fusing two lists of 100 beat two of 30 on the tuning half of
+#: CISI (benchmarks/quality.py --sweep), and the wider read costs little next to query embedding.
+HYBRID_DEPTH = 100
 
 
 def _check_k(k: Any, name: str = "k") -> int:
@@ -58,7 +63,8 @@ class _Plan:
 
     k: int
     mode: str
-    n: int  # first-stage candidates per side (and after fusion)
+    n: int  # the candidates kept after the first stage (and fusion): what MMR and the reranker see
+    depth: int  # first-stage hits read from each side (n, or more for hybrid's default)
     node: Node | None
     max_per_doc: int | None
     min_score: float | None
@@ -66,9 +72,14 @@ class _Plan:
     fusion: str
     alpha: float
 
+    # A per-document cap drops hits after the first stage, so both read deeper with one.
+
     @property
     def fetch(self) -> int:
-        # A per-document cap drops hits after the first stage, so it reads deeper.
+        return self.depth if self.max_per_doc is None else self.depth * 4
+
+    @property
+    def pool(self) -> int:
         return self.n if self.max_per_doc is None else self.n * 4
 
 
@@ -147,8 +158,9 @@ class Retrieval:
         if candidates is None:
             wide = self.reranker is not None or diversity is not None
             n = max(50, k) if wide else k
+            depth = max(HYBRID_DEPTH, n) if mode == "hybrid" else n
         else:
-            n = max(_check_k(candidates, "candidates"), k)
+            n = depth = max(_check_k(candidates, "candidates"), k)
         if max_per_doc is not None:
             max_per_doc = _check_k(max_per_doc, "max_per_doc")
         if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))):
@@ -157,6 +169,7 @@ class Retrieval:
             k=k,
             mode=mode,
             n=n,
+            depth=depth,
             node=parse_filter(filter),
             max_per_doc=max_per_doc,
             min_score=None if min_score is None else float(min_score),
@@ -176,11 +189,11 @@ class Retrieval:
 
         Returns what the reranker scores next (or, without one, what :meth:`_finish` cuts to ``k``).
         """
-        n, mode = plan.fetch, plan.mode
+        n, mode = plan.pool, plan.mode
         lexical: tuple[np.ndarray, np.ndarray] | None = None
         if mode in ("lexical", "hybrid"):
             t = time.perf_counter()
-            lexical = self.backend.lexical_search(query, n, filter=plan.node)
+            lexical = self.backend.lexical_search(query, plan.fetch, filter=plan.node)
             timings["lexical"] = time.perf_counter() - t
         t = time.perf_counter()
         dense_map = {} if dense is None else {int(i): float(s) for s, i in zip(*dense, strict=True)}
@@ -191,9 +204,9 @@ class Retrieval:
             else:
                 order = convex_fuse([dense_map, lexical_map], [plan.alpha, 1.0 - plan.alpha])[:n]
         elif mode == "dense":
-            order = list(dense_map.items())
+            order = list(dense_map.items())[:n]
         else:
-            order = list(lexical_map.items())
+            order = list(lexical_map.items())[:n]
         chunks = self.backend.get_chunks([vid for vid, _ in order])
         hits, vids = [], []
         for vid, score in order:
@@ -215,8 +228,6 @@ class Retrieval:
             t = time.perf_counter()
             hits = self._diversify(hits, vids, plan)
             timings["diversity"] = time.perf_counter() - t
-        elif self.reranker is not None and plan.max_per_doc is None:
-            hits = hits[: plan.n]
         return hits
 
     def _diversify(self, hits: list[Hit], vids: list[int], plan: _Plan) -> list[Hit]:
@@ -295,8 +306,9 @@ class Retrieval:
             filter: a metadata filter (:mod:`ragkit.filters`); ``k`` hits come back whenever ``k``
                 chunks match it.
             mode: ``"dense"`` (cosine), ``"lexical"`` (BM25) or ``"hybrid"`` (both, fused).
-            candidates: first-stage depth per side; ``None`` is ``k``, or ``max(50, k)`` with a
-                reranker or ``diversity``.
+            candidates: first-stage depth per side and the candidates kept after fusion; ``None``
+                is ``k``, or ``max(50, k)`` with a reranker or ``diversity``, and hybrid mode then
+                reads at least :data:`HYBRID_DEPTH` (100) hits from each side before fusing.
             instruction: the query task of an instruction-aware embedder (Qwen3), for this call.
             max_per_doc: at most this many chunks of one document (applied after diversity).
             min_score: drop hits whose final score is below this.

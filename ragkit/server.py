@@ -13,7 +13,7 @@ Endpoints (JSON in and out; every error is ``{"error": {"message", "type", "code
   with ``text``), ``top_n``, ``return_documents``) answered with ``results[{index, relevance_score,
   document?}]`` best first; :class:`~ragkit.rerankers.RemoteReranker` with ``provider="ragkit"``.
 * ``POST /v1/search``: the loaded pipeline's search (``query``, ``k``, ``filter``, ``mode``,
-  ``candidates``, ``instruction``) → ``hits`` and ``timings``.
+  ``candidates``, ``instruction``, ``diversity``, ``fusion``, ``alpha``) → ``hits`` and ``timings``.
 * ``GET /v1/models`` (the served models), ``GET /health`` (liveness) and ``GET /ready`` (models loaded
   and not shutting down). The last two need no API key.
 
@@ -982,8 +982,18 @@ class _Service:
         instruction = _optional(body, "instruction", str)
         if instruction is not None:
             self.chars(instruction, "instruction")
+        diversity, alpha = _number(body, "diversity"), _number(body, "alpha")
+        fusion = _optional(body, "fusion", str)
         results = await self.pipeline.asearch(
-            query, k or 10, filter=filter_, mode=mode, candidates=candidates, instruction=instruction
+            query,
+            k or 10,
+            filter=filter_,
+            mode=mode,
+            candidates=candidates,
+            instruction=instruction,
+            diversity=diversity,
+            fusion=fusion,
+            alpha=alpha,
         )
         return JSONResponse(
             {
@@ -1115,6 +1125,18 @@ def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
             400, f"'{name}' must be {want}, got {_json_type(value)}", code="invalid_type", param=name
         )
     return value
+
+
+def _number(body: dict[str, Any], name: str) -> float | None:
+    """``body[name]`` as a float if present and not null; a 400 naming the field when it is not a number."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _ApiError(
+            400, f"'{name}' must be a number, got {_json_type(value)}", code="invalid_type", param=name
+        )
+    return float(value)
 
 
 def _choice(body: dict[str, Any], name: str, choices: tuple[str, ...], default: str | None) -> str | None:

@@ -86,3 +86,22 @@ def test_search_refuses_a_host_the_manifest_names_unless_trusted(tmp_path, capsy
     # With --trust-hosts the embedder is built (and fails only when it tries the closed port).
     assert main(["search", str(path), "cats", "--trust-hosts"]) == 2
     assert "trust_hosts" not in capsys.readouterr().err
+
+
+def test_search_passes_diversity_and_fusion(tmp_path, capsys, monkeypatch):
+    path = _saved_index(tmp_path)
+    monkeypatch.setattr("ragkit.cli._embedder", lambda name, dim: HashEmbedder())
+    seen = {}
+    original = Pipeline.search
+
+    def spy(self, query, **kwargs):
+        seen.update(kwargs)
+        return original(self, query, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "search", spy)
+    args = ["search", str(path), "cats", "--json", "--embedder", "hash", "--mode", "hybrid"]
+    assert main([*args, "--diversity", "0.4", "--fusion", "convex", "--alpha", "0.7"]) == 0
+    assert (seen["diversity"], seen["fusion"], seen["alpha"]) == (0.4, "convex", 0.7)
+    assert json.loads(capsys.readouterr().out)["hits"][0]["fused_score"] is not None
+    assert main([*args, "--diversity", "3"]) == 2  # a bad value is one clear line, not a traceback
+    assert "diversity" in capsys.readouterr().err

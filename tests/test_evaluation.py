@@ -305,6 +305,7 @@ class FakePipeline:
         self.size = preloaded
         self.added: list[Document] = []
         self.calls: list[tuple[int, int, str, int | None]] = []
+        self.kwargs: list[dict] = []
 
     def __len__(self) -> int:
         return self.size
@@ -313,8 +314,9 @@ class FakePipeline:
         self.added = list(documents)
         self.size = len(self.added)
 
-    def search_many(self, queries, *, k, mode, candidates=None):
+    def search_many(self, queries, *, k, mode, candidates=None, **kwargs):
         self.calls.append((len(queries), k, mode, candidates))
+        self.kwargs.append(kwargs)
         out = []
         for q in queries:
             ids = self.rankings[mode].get(q, [])[:k]
@@ -371,6 +373,14 @@ def test_evaluate_keeps_a_filled_pipeline_and_self_hits_by_default():
     assert pipe.added == [] and report.index_seconds is None
     assert {c[3] for c in pipe.calls} == {40}
     assert report.row("dense").metrics["mrr@2"] == pytest.approx((1 + 1 + 1 / 2) / 3)  # q3 hit first
+
+
+def test_evaluate_passes_search_kwargs_to_every_search():
+    pipe = FakePipeline(RANKINGS, preloaded=5)
+    evaluate(pipe, DATASET, modes=("dense", "lexical"), k=2, ks=(2,), search_kwargs={"diversity": 0.3})
+    assert len(pipe.kwargs) == len(pipe.calls) > 2 and all(kw == {"diversity": 0.3} for kw in pipe.kwargs)
+    evaluate(pipe, DATASET, k=2, ks=(2,))
+    assert pipe.kwargs[-1] == {}
 
 
 def test_evaluate_argument_errors():

@@ -11,7 +11,17 @@ from search_backends import WORDS, backend_pipeline, corpus
 
 from ragkit import Pipeline, RecursiveChunker
 from ragkit.errors import ConfigError, InputTypeError, InvalidInputError
-from ragkit.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, RRF_K, check_alpha, convex_fuse, rrf_fuse
+from ragkit.fusion import (
+    DEFAULT_ALPHA,
+    DEFAULT_FUSION,
+    DEFAULT_RRF_K,
+    FUSIONS,
+    RRF_K,
+    check_alpha,
+    convex_fuse,
+    rrf_fuse,
+)
+from ragkit.retrieval import HYBRID_DEPTH
 
 # -- reciprocal-rank fusion ---------------------------------------------------------------------
 
@@ -118,18 +128,23 @@ def _minmax(scores: dict[str, float]) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 0.8, 1.0])
-def test_convex_hybrid_equals_the_two_rankings_fused_by_hand(search_backend, alpha):
+@pytest.mark.parametrize("candidates", [None, 12])
+def test_convex_hybrid_equals_the_two_rankings_fused_by_hand(search_backend, alpha, candidates):
+    # candidates=None reads HYBRID_DEPTH hits per side; an explicit depth reads that many.
+    depth = HYBRID_DEPTH if candidates is None else candidates
     pipe = backend_pipeline(search_backend)
-    pipe.add(corpus(40))
+    pipe.add(corpus(150))
     for query in ("alpha beta unique3", "gamma delta", "kappa unique17 zeta"):
         for flt in (None, {"group": {"$in": [1, 2]}}):
-            dense = pipe.search(query, k=12, mode="dense", filter=flt)
-            lexical = pipe.search(query, k=12, mode="lexical", filter=flt)
-            hybrid = pipe.search(query, k=12, mode="hybrid", fusion="convex", alpha=alpha, filter=flt)
+            dense = pipe.search(query, k=depth, mode="dense", filter=flt)
+            lexical = pipe.search(query, k=depth, mode="lexical", filter=flt)
+            hybrid = pipe.search(
+                query, k=12, mode="hybrid", fusion="convex", alpha=alpha, filter=flt, candidates=candidates
+            )
             d = _minmax({h.id: h.score for h in dense}) if dense else {}
             lx = _minmax({h.id: h.score for h in lexical}) if lexical else {}
             expected = {c: alpha * d.get(c, 0.0) + (1 - alpha) * lx.get(c, 0.0) for c in {*d, *lx}}
-            assert hybrid, query
+            assert len(hybrid) == 12, query
             for hit in hybrid:
                 assert hit.fused_score == hit.score
                 assert hit.score == pytest.approx(expected[hit.id], abs=1e-5)
@@ -137,24 +152,26 @@ def test_convex_hybrid_equals_the_two_rankings_fused_by_hand(search_backend, alp
             # Best first, and nothing left out that scores above the last hit returned.
             scores = [h.score for h in hybrid]
             assert scores == sorted(scores, reverse=True)
-            missed = [
-                c for c, s in expected.items() if s > scores[-1] + 1e-5 and c not in {h.id for h in hybrid}
-            ]
-            assert not missed
+            returned = {h.id for h in hybrid}
+            assert not [c for c, s in expected.items() if s > scores[-1] + 1e-5 and c not in returned]
 
 
-def test_rrf_hybrid_is_the_default_and_uses_rrf_k(search_backend):
+@pytest.mark.parametrize("candidates", [None, 8])
+def test_rrf_hybrid_is_the_default_and_uses_rrf_k(search_backend, candidates):
+    depth = HYBRID_DEPTH if candidates is None else candidates
     pipe = backend_pipeline(search_backend, rrf_k=10)
-    pipe.add(corpus(30))
-    dense = pipe.search("alpha beta", k=8, mode="dense")
-    lexical = pipe.search("alpha beta", k=8, mode="lexical")
-    hybrid = pipe.search("alpha beta", k=8, mode="hybrid")
-    assert pipe.fusion == DEFAULT_FUSION
+    pipe.add(corpus(150))
+    dense = pipe.search("alpha beta", k=depth, mode="dense")
+    lexical = pipe.search("alpha beta", k=depth, mode="lexical")
+    hybrid = pipe.search("alpha beta", k=8, mode="hybrid", candidates=candidates)
+    assert (pipe.fusion, Pipeline(HashEmbedder()).rrf_k) == (DEFAULT_FUSION, DEFAULT_RRF_K)
     ranks = [{h.id: r for r, h in enumerate(side, start=1)} for side in (dense, lexical)]
+    expected = {c: sum(1 / (10 + r[c]) for r in ranks if c in r) for c in {*ranks[0], *ranks[1]}}
+    assert len(hybrid) == 8
     for hit in hybrid:
-        expected = sum(1 / (10 + r[hit.id]) for r in ranks if hit.id in r)
-        assert hit.score == hit.fused_score == pytest.approx(expected, abs=1e-9)
-    assert pipe.search("alpha beta", k=8, mode="hybrid", fusion="rrf") == hybrid
+        assert hit.score == hit.fused_score == pytest.approx(expected[hit.id], abs=1e-9)
+    assert min(h.score for h in hybrid) >= sorted(expected.values(), reverse=True)[7] - 1e-12
+    assert pipe.search("alpha beta", k=8, mode="hybrid", fusion="rrf", candidates=candidates) == hybrid
 
 
 def test_pipeline_fusion_defaults_and_errors(search_backend):

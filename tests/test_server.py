@@ -256,6 +256,14 @@ def test_search_matches_local_pipeline(http, local, index_dir):
             {"query": QUERY, "k": 2, "filter": {"topic": "geo"}, "candidates": 3},
             {"query": "capital", "k": 2, "mode": "lexical"},
             {"query": "fox dog", "k": 2, "mode": "hybrid", "instruction": TASK},
+            {
+                "query": "fox dog",
+                "k": 3,
+                "mode": "hybrid",
+                "fusion": "convex",
+                "alpha": 0.7,
+                "diversity": 0.5,
+            },
         ]
         for case in cases:
             r = http.post("/v1/search", json=case)
@@ -380,6 +388,27 @@ def _bad_requests(names):
             400,
             "invalid_value",
             "$regex",
+        ),
+        (
+            "search diversity",
+            dict(url="/v1/search", json={"query": "q", "diversity": 1.5}),
+            400,
+            "invalid_value",
+            "diversity",
+        ),
+        (
+            "search diversity type",
+            dict(url="/v1/search", json={"query": "q", "diversity": "high"}),
+            400,
+            "invalid_type",
+            "diversity",
+        ),
+        (
+            "search fusion",
+            dict(url="/v1/search", json={"query": "q", "mode": "hybrid", "fusion": "borda"}),
+            400,
+            "invalid_value",
+            "borda",
         ),
         ("no route", dict(url="/v1/chat/completions", json={}), 404, "not_found", ""),
     ]
