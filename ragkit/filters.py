@@ -1,4 +1,4 @@
-"""Metadata filters: one parser, a small tree, and one SQL emitter per backend.
+"""Metadata filters: one grammar, one parser, a small tree, and one SQL emitter per backend.
 
 A filter is a dict from field names to conditions. Every backend (``ragkit.backends.sqlite_filter``,
 ``ragkit.backends.postgres_filter``) emits SQL from the same tree, so the language means the same
@@ -7,28 +7,58 @@ everywhere::
     {"lang": "en"}                          equality (a list-valued field: any element equals)
     {"lang": {"$eq": "en"}}                 the same, spelled as an operator
     {"lang": {"$in": ["en", "de"]}}         any of several values (long lists are fine)
+    {"lang": {"$nin": ["en", "de"]}}        present and equal to none of them (missing: no match)
     {"lang": {"$ne": "en"}}                 present and not equal (a missing field does not match)
     {"year": {"$gte": 2020, "$lt": 2024}}   $gt / $gte / $lt / $lte: numbers with numbers, strings
                                             with strings (byte-wise); a list: any element of that type
+    {"year": {"$not": {"$gte": 2020}}}      not these operators on this field (missing: matches)
     {"note": {"$exists": False}}            presence (JSON null is present)
     {"author.name": "Ann"}                  dotted keys reach nested objects (never list positions)
     {"lang": "en", "year": 2020}            several keys, or several operators on one key: AND
+    {"$or": [{"lang": "de"}, {"year": 2020}]}     at least one of the filters
+    {"$and": [{"$or": [...]}, {"$or": [...]}]}    every one of the filters (two $or in one filter)
+    {"$not": {"lang": "en", "year": 2020}}        exactly what the filter does not match
+    {"$nor": [{"lang": "de"}, {"draft": True}]}   none of the filters: {"$not": {"$or": [...]}}
 
 Comparison is type-sensitive: ``1 == 1.0``, ``1 != "1"``, ``True != 1``; an object never equals a
-scalar; a missing field matches nothing except ``{"$exists": False}``. Values are ``str``, ``bool``,
-``int`` (signed 64 bits), finite ``float`` or ``None``; strings must be valid Unicode without NUL
-characters (what PostgreSQL's ``jsonb`` can hold).
+scalar; a missing field matches nothing except ``{"$exists": False}`` (and whatever a ``$not``
+around a condition on it matches). Values are ``str``, ``bool``, ``int`` (signed 64 bits), finite
+``float`` or ``None``; strings must be valid Unicode without NUL characters (what PostgreSQL's
+``jsonb`` can hold).
 
-:func:`parse_filter` validates a filter once and returns a tree of frozen nodes: :class:`Condition`
-(one operator on one field) under :class:`And`; :class:`Or` and :class:`Not` are part of the tree
-already (every emitter handles them) though the dict grammar does not produce them yet.
-:func:`check_metadata` is the matching validator for the metadata written to a store.
+``$nin`` is ``$ne`` for several values: the field must be present, and neither it nor (for a list)
+any element of it may equal a listed value. So ``{"tags": {"$nin": ["news"]}}`` matches ``"sport"``,
+``["sport"]`` and ``[]``, not ``["news", "sport"]``; ``{"note": {"$nin": [None]}}`` matches a
+present non-null ``note``; ``{"$nin": []}`` matches every document where the field is present.
+
+``$not`` is the exact complement (SQL's three-valued logic never leaks): ``{"$not": C}`` matches
+exactly the documents ``C`` does not, those missing ``C``'s fields included. So
+``{"lang": {"$not": {"$eq": "en"}}}`` matches a document without ``lang``, while
+``{"lang": {"$ne": "en"}}`` does not. A field's ``$not`` takes a dict of that field's operators
+(``{"$not": 2020}`` is refused: write ``{"$ne": 2020}``).
+
+Logical operators are keys of a filter dict, beside field keys (everything in one dict is AND-ed);
+``$and``, ``$or`` and ``$nor`` take a non-empty list of filter dicts (an empty list is refused: it
+is nearly always a list built from nothing, and would silently match everything or nothing),
+``$not`` takes one filter dict. ``{}`` matches everything, also inside them (``{"$not": {}}``
+matches nothing). Other keys starting with ``$`` are refused (such fields cannot be filtered on).
+Logical operators (a field's ``$not`` included) nest at most :data:`MAX_DEPTH` levels, and a
+filter holds at most :data:`MAX_CONDITIONS` conditions (an ``$in`` list of any length is one).
+
+:func:`parse_filter` validates a filter once and returns a tree of frozen nodes
+(:mod:`ragkit.filter_tree`): :class:`Condition` (one operator on one field) under :class:`And`,
+:class:`Or` and :class:`Not`; ``$nor`` becomes ``Not(Or(...))``. :func:`check_metadata` is the
+matching validator for the metadata written to a store.
 
 Example:
     >>> parse_filter({"author.name": "Ann"})
     Condition(key='author.name', path=('author', 'name'), op='eq', value='Ann')
     >>> [c.op for c in parse_filter({"year": {"$gte": 2020, "$lt": 2024}}).children]
     ['gte', 'lt']
+    >>> parse_filter({"$or": [{"lang": "de"}, {"year": {"$not": {"$gte": 2020}}}]})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Or(children=(Condition(key='lang', path=('lang',), op='eq', value='de'),
+                 Not(child=Condition(key='year', path=('year',), op='gte', value=2020))))
     >>> parse_filter({}) is None
     True
 """
@@ -39,14 +69,29 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ragkit.errors import InvalidInputError
+from ragkit.filter_tree import (
+    _INT_MAX,
+    _INT_MIN,
+    OPERATORS,
+    And,
+    Condition,
+    Node,
+    Not,
+    Or,
+    _check_segment,
+    _show,
+    _text_problem,
+    _type_name,
+)
 
 __all__ = [
     "And",
     "Condition",
+    "MAX_CONDITIONS",
+    "MAX_DEPTH",
     "Node",
     "Not",
     "OPERATORS",
@@ -56,275 +101,200 @@ __all__ = [
     "parse_filter",
 ]
 
-OPERATORS: dict[str, str] = {
-    "$eq": "eq",
-    "$in": "in",
-    "$ne": "ne",
-    "$gt": "gt",
-    "$gte": "gte",
-    "$lt": "lt",
-    "$lte": "lte",
-    "$exists": "exists",
-}
-"""The dict grammar's operators, each with the :attr:`Condition.op` it becomes.
+MAX_DEPTH = 16
+"""How deeply logical operators (``$and``, ``$or``, ``$not``, ``$nor``, a field's ``$not``) nest.
+
+Every filter within this depth and :data:`MAX_CONDITIONS` runs on every backend, whatever its
+shape (SQLite's parser is the tight one: its stack holds about 90 open parentheses).
 
 Example:
-    >>> OPERATORS["$gte"]
-    'gte'
-"""
-_OPS = frozenset(OPERATORS.values())
-_COMPARISONS = frozenset({"gt", "gte", "lt", "lte"})
-_LOGICAL = frozenset({"$and", "$or", "$not", "$nor"})
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-_MAX_DEPTH = 100  # nesting of metadata (lists and dicts)
-_CONTROL = frozenset(chr(i) for i in range(32))
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, shortened: error messages stay readable for a 100,000-value list."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + " ...)"
-
-
-def _type_name(value: Any) -> str:
-    cls = type(value)
-    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _text_problem(text: str) -> str | None:
-    """Why ``text`` cannot be stored or matched on every backend, or ``None`` when it can."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not valid Unicode (it holds a lone surrogate, which UTF-8 cannot encode)"
-    if "\x00" in text:
-        return "contains a NUL character, which PostgreSQL cannot store"
-    return None
-
-
-# ------------------------------------------------------------------------------------------------ tree
-
-
-def _check_segment(segment: Any, key: str) -> str:
-    if not isinstance(segment, str):
-        raise InvalidInputError(f"filter key {_show(key)}: path segments must be str, got {_show(segment)}")
-    if not segment:
-        raise InvalidInputError(
-            f"filter key {_show(key)} has an empty segment: dotted keys name nested fields, as in 'a.b'"
-        )
-    if '"' in segment:
-        raise InvalidInputError(f"filter key {_show(key)}: double quotes in keys are not supported")
-    if "\\" in segment or not _CONTROL.isdisjoint(segment):
-        raise InvalidInputError(
-            f"filter key {_show(key)}: backslashes and control characters in keys are not supported"
-        )
-    problem = _text_problem(segment)
-    if problem:
-        raise InvalidInputError(f"filter key {_show(key)} {problem}")
-    return segment
-
-
-def _check_scalar(value: Any, key: str) -> Any:
-    """A filter value, validated and normalised to a plain ``str``/``bool``/``int``/``float``/``None``."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise InvalidInputError(
-                f"filter value for {_show(key)} is an int outside signed 64 bits "
-                f"[-2**63, 2**63 - 1]: {_show(value)}"
-            )
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidInputError(f"filter value for {_show(key)} must be finite, got {value}")
-        return float(value)
-    if isinstance(value, str):
-        problem = _text_problem(value)
-        if problem:
-            raise InvalidInputError(f"filter value {_show(value)} for {_show(key)} {problem}")
-        return str.__str__(value)
-    if isinstance(value, (list, tuple)):
-        raise InvalidInputError(
-            f"filter on {_show(key)}: a list is not a value; use {{'$in': [...]}} to match any of several"
-        )
-    raise InvalidInputError(
-        f"filter value for {_show(key)} must be a str, number, bool or None, got {_type_name(value)}"
-    )
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One operator on one field: the leaf of a filter tree. Built valid or not at all.
-
-    Attributes:
-        key: the field as written in the filter (``"author.name"``), for messages.
-        path: the object keys leading to the field (``("author", "name")``); emitters use this.
-        op: one of ``"eq", "in", "ne", "gt", "gte", "lt", "lte", "exists"``.
-        value: a scalar; a tuple of scalars for ``"in"``; a number or str for comparisons; a
-            bool for ``"exists"``.
-
-    Example:
-        >>> Condition("year", ("year",), "in", [2020, 2021])
-        Condition(key='year', path=('year',), op='in', value=(2020, 2021))
-    """
-
-    key: str
-    path: tuple[str, ...]
-    op: str
-    value: Any
-
-    def __post_init__(self) -> None:
-        key = self.key
-        if not isinstance(key, str) or not key:
-            raise InvalidInputError(f"filter keys must be non-empty str, got {_show(key)}")
-        if isinstance(self.path, str) or not isinstance(self.path, Iterable):
-            raise InvalidInputError(f"Condition.path must be a tuple of str, got {_show(self.path)}")
-        path = tuple(_check_segment(p, key) for p in self.path)
-        if not path:
-            raise InvalidInputError(f"filter key {_show(key)}: Condition.path is empty")
-        op, value = self.op, self.value
-        name = f"${op}"
-        if not isinstance(op, str) or op not in _OPS:
-            raise InvalidInputError(
-                f"unknown filter operator {_show(op)} on {_show(key)}: use {', '.join(OPERATORS)}"
-            )
-        if op == "in":
-            if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-                raise InvalidInputError(f"$in on {_show(key)} needs a list of values, got {_show(value)}")
-            value = tuple(_check_scalar(v, key) for v in value)
-        elif op == "exists":
-            if not isinstance(value, bool):
-                raise InvalidInputError(f"$exists on {_show(key)} needs true or false, got {_show(value)}")
-        elif op in _COMPARISONS:
-            if isinstance(value, bool) or value is None or not isinstance(value, (int, float, str)):
-                raise InvalidInputError(f"{name} on {_show(key)} needs a number or a str, got {_show(value)}")
-            value = _check_scalar(value, key)
-        else:
-            value = _check_scalar(value, key)
-        object.__setattr__(self, "path", path)
-        object.__setattr__(self, "value", value)
-
-
-def _children(node: Any, what: str) -> tuple[Any, ...]:
-    if isinstance(node.children, (str, bytes, Mapping)) or not isinstance(node.children, Iterable):
-        raise InvalidInputError(f"{what}.children must be a tuple of nodes, got {_show(node.children)}")
-    children = tuple(node.children)
-    for child in children:
-        if not isinstance(child, (Condition, And, Or, Not)):
-            raise InvalidInputError(f"{what}.children must be filter nodes, got {_type_name(child)}")
-    return children
-
-
-@dataclass(frozen=True)
-class And:
-    """Every child matches (no children: everything matches).
-
-    Example:
-        >>> And((Condition("a", ("a",), "eq", 1), Condition("b", ("b",), "exists", True))).children[1].op
-        'exists'
-    """
-
-    children: tuple[Node, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "children", _children(self, "And"))
-
-
-@dataclass(frozen=True)
-class Or:
-    """At least one child matches (no children: nothing matches).
-
-    Example:
-        >>> len(Or([Condition("a", ("a",), "eq", 1), Condition("a", ("a",), "eq", 2)]).children)
-        2
-    """
-
-    children: tuple[Node, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "children", _children(self, "Or"))
-
-
-@dataclass(frozen=True)
-class Not:
-    """Exactly the rows its child does not match (a row missing the child's field included).
-
-    Example:
-        >>> Not(Condition("lang", ("lang",), "eq", "en")).child.value
-        'en'
-    """
-
-    child: Node
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.child, (Condition, And, Or, Not)):
-            raise InvalidInputError(f"Not.child must be a filter node, got {_type_name(self.child)}")
-
-
-Node = Condition | And | Or | Not
-"""A filter tree: a :class:`Condition`, or an :class:`And`, :class:`Or` or :class:`Not` of trees.
-
-Example:
-    >>> isinstance(parse_filter({"a": 1, "b": 2}), Node)
+    >>> f = {"a": 1}
+    >>> for _ in range(MAX_DEPTH):
+    ...     f = {"$not": f}
+    >>> isinstance(parse_filter(f), Not)
     True
 """
+
+MAX_CONDITIONS = 4096
+"""The most conditions one filter may hold (an ``$in`` list of any length is one condition).
+
+Example:
+    >>> parse_filter({"$or": [{"k": i} for i in range(MAX_CONDITIONS + 1)]})
+    Traceback (most recent call last):
+        ...
+    ragkit.errors.InvalidInputError: a filter may hold at most 4096 conditions: match many values of one field with {'$in': [...]} (one condition, any length)
+"""  # noqa: E501
+
+_LOGICAL = ("$and", "$or", "$not", "$nor")
+_NODES = (Condition, And, Or, Not)
+_MAX_DEPTH = 100  # nesting of metadata (lists and dicts)
+_TRUE = And(())
 
 
 # ---------------------------------------------------------------------------------------------- parser
 
 
+def _combine(kind: type[And] | type[Or], parts: list[Node]) -> Node:
+    """``kind(parts)``, simplified: same-kind children spliced in, one child alone, and an Or
+    holding a match-everything child is match-everything. The meaning never changes."""
+    flat: list[Node] = []
+    for part in parts:
+        if type(part) is kind:
+            flat.extend(part.children)
+        elif kind is Or and part == _TRUE:
+            return _TRUE
+        else:
+            flat.append(part)
+    return flat[0] if len(flat) == 1 else kind(tuple(flat))
+
+
+def _too_deep() -> InvalidInputError:
+    return InvalidInputError(
+        f"filter nests logical operators ($and, $or, $not, $nor) more than {MAX_DEPTH} levels deep: "
+        "flatten it (several keys of one dict are AND-ed; $in matches any of many values)"
+    )
+
+
+def _too_many() -> InvalidInputError:
+    return InvalidInputError(
+        f"a filter may hold at most {MAX_CONDITIONS} conditions: match many values of one field "
+        "with {'$in': [...]} (one condition, any length)"
+    )
+
+
+def _count(node: Node) -> int:
+    if isinstance(node, Condition):
+        return 1
+    return _count(node.child) if isinstance(node, Not) else sum(_count(c) for c in node.children)
+
+
 def _split_key(key: Any) -> tuple[str, ...]:
     if not isinstance(key, str) or not key:
         raise InvalidInputError(f"filter keys must be non-empty str, got {_show(key)}")
-    if key in _LOGICAL:
-        raise InvalidInputError(
-            f"filter operator {key!r} is not supported: keys name fields, and several keys combine with AND"
-        )
     return tuple(_check_segment(p, key) for p in key.split("."))
+
+
+def _filter(spec: Any, depth: int, where: str) -> Node:
+    """One filter dict (``where`` names it in messages: ``$or[2]``) as a tree; ``{}`` is And(())."""
+    if not isinstance(spec, Mapping):
+        raise InvalidInputError(f"{where} must be a filter dict, got {_type_name(spec)} {_show(spec, 40)}")
+    parts: list[Node] = []
+    for key, value in spec.items():
+        if isinstance(key, str) and key.startswith("$"):
+            parts.append(_logical(key, value, depth))
+        elif isinstance(value, Mapping):
+            parts.extend(_operators(key, _split_key(key), value, depth))
+        else:
+            parts.append(Condition(key, _split_key(key), "eq", value))
+    return _combine(And, parts)
+
+
+def _logical(name: str, value: Any, depth: int) -> Node:
+    if name not in _LOGICAL:
+        hint = (
+            f"{name} applies to one field, as in {{'lang': {{{name!r}: ...}}}}"
+            if name in OPERATORS
+            else "field names starting with '$' cannot be filtered on"
+        )
+        raise InvalidInputError(
+            f"unknown logical operator {_show(name)}: use $and, $or, $not or $nor ({hint})"
+        )
+    if depth >= MAX_DEPTH:
+        raise _too_deep()
+    if name == "$not":
+        if not isinstance(value, Mapping):
+            extra = "; for none of several, write {'$nor': [{...}, ...]}" if isinstance(value, list) else ""
+            raise InvalidInputError(
+                "$not takes one filter dict, as in {'$not': {'lang': 'en'}}, "
+                f"got {_show(value, 40)}{extra}"
+            )
+        return Not(_filter(value, depth + 1, "$not"))
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidInputError(
+            f"{name} takes a list of filter dicts, as in {{{name!r}: [{{'lang': 'de'}}, {{'year': 2020}}]}}, "
+            f"got {_show(value, 40)}"
+        )
+    items = list(value)
+    if not items:
+        raise InvalidInputError(
+            f"{name} got an empty list: give it at least one filter dict, or leave the key out "
+            "({} matches everything)"
+        )
+    children = [_filter(item, depth + 1, f"{name}[{i}]") for i, item in enumerate(items)]
+    if name == "$and":
+        return _combine(And, children)
+    either = _combine(Or, children)
+    return either if name == "$or" else Not(either)
+
+
+def _operators(key: Any, path: tuple[str, ...], spec: Mapping[Any, Any], depth: int) -> list[Node]:
+    """The conditions of one field's operator dict, ``{"$gte": 2020, "$not": {...}}``."""
+    if not spec or not all(isinstance(k, str) and k.startswith("$") for k in spec):
+        raise InvalidInputError(
+            f"filter on {_show(key)}: a dict value must hold operators ($in, $ne, $gt, ...); "
+            "reach nested fields with dotted keys such as 'a.b'"
+        )
+    out: list[Node] = []
+    for name, value in spec.items():
+        if name == "$not":
+            if depth >= MAX_DEPTH:
+                raise _too_deep()
+            if not isinstance(value, Mapping):
+                raise InvalidInputError(
+                    f"$not on {_show(key)} takes a dict of operators, as in {{'year': {{'$not': "
+                    f"{{'$gte': 2020}}}}}}, got {_show(value, 40)}; for 'not equal' write {{'$ne': ...}}"
+                )
+            out.append(Not(_combine(And, _operators(key, path, value, depth + 1))))
+        elif name in _LOGICAL:
+            raise InvalidInputError(
+                f"{name} combines whole filters, not one field's operators: write "
+                f"{{{name!r}: [{{{_show(key, 40)}: ...}}, ...]}} at filter level"
+            )
+        elif name in OPERATORS:
+            out.append(Condition(key, path, OPERATORS[name], value))
+        else:
+            raise InvalidInputError(
+                f"unknown filter operator {_show(name)} on {_show(key)}: use {', '.join(OPERATORS)}, $not"
+            )
+    return out
 
 
 def parse_filter(filter: Mapping[str, Any] | Node | None) -> Node | None:
     """Validate a metadata filter and return its tree (``None``: match everything).
 
-    ``None`` and ``{}`` give ``None``; a :data:`Node` is returned unchanged (nodes are validated when
-    built). A single condition is returned as such; several as an :class:`And`, in the filter's order.
+    ``None`` and ``{}`` (and filters such as ``{"$and": [{}]}``) give ``None``; a :data:`Node` is
+    returned unchanged (nodes are validated when built). One condition is returned as such; several
+    keys as an :class:`And`, in the filter's order; ``$or`` as an :class:`Or`, ``$not`` as a
+    :class:`Not`, ``$nor`` as ``Not(Or(...))``. Nested ``And``\\ s (``Or``\\ s) are flattened and
+    one-child ones dropped, which never changes what matches.
 
     Raises:
         InvalidInputError: the filter is not a dict, a key or value is unusable (empty segments,
-            quotes, NaN, ints beyond 64 bits, lone surrogates, lists as values, ...) or an operator
-            is unknown; the message says which and why.
+            quotes, NaN, ints beyond 64 bits, lone surrogates, lists as values, ...), an operator
+            is unknown or misplaced, ``$and``/``$or``/``$nor`` lack a non-empty list, ``$not``
+            lacks a dict, logical operators nest deeper than :data:`MAX_DEPTH`, or the filter
+            holds more than :data:`MAX_CONDITIONS` conditions; the message says which and what
+            to write instead.
 
     Example:
         >>> parse_filter({"lang": {"$in": ["en", "de"]}, "draft": False})  # doctest: +NORMALIZE_WHITESPACE
         And(children=(Condition(key='lang', path=('lang',), op='in', value=('en', 'de')),
                       Condition(key='draft', path=('draft',), op='eq', value=False)))
-    """
-    if filter is None or isinstance(filter, (Condition, And, Or, Not)):
+        >>> parse_filter({"$nor": [{"draft": True}]})
+        Not(child=Condition(key='draft', path=('draft',), op='eq', value=True))
+        >>> parse_filter({"$or": {"lang": "de"}})
+        Traceback (most recent call last):
+            ...
+        ragkit.errors.InvalidInputError: $or takes a list of filter dicts, as in {'$or': [{'lang': 'de'}, {'year': 2020}]}, got {'lang': 'de'}
+    """  # noqa: E501
+    if filter is None or isinstance(filter, _NODES):
         return filter
     if not isinstance(filter, Mapping):
         raise InvalidInputError(f"filter must be a dict, got {_type_name(filter)}")
-    conditions: list[Condition] = []
-    for key, spec in filter.items():
-        path = _split_key(key)
-        if isinstance(spec, Mapping):
-            if not spec or not all(isinstance(k, str) and k.startswith("$") for k in spec):
-                raise InvalidInputError(
-                    f"filter on {_show(key)}: a dict value must hold operators ($in, $ne, $gt, ...); "
-                    "reach nested fields with dotted keys such as 'a.b'"
-                )
-            for name, value in spec.items():
-                op = OPERATORS.get(name)
-                if op is None:
-                    raise InvalidInputError(
-                        f"unknown filter operator {_show(name)} on {_show(key)}: use {', '.join(OPERATORS)}"
-                    )
-                conditions.append(Condition(key, path, op, value))
-        else:
-            conditions.append(Condition(key, path, "eq", spec))
-    if not conditions:
-        return None
-    return conditions[0] if len(conditions) == 1 else And(tuple(conditions))
+    node = _filter(filter, 0, "filter")
+    if _count(node) > MAX_CONDITIONS:
+        raise _too_many()
+    return None if node == _TRUE else node
 
 
 # -------------------------------------------------------------------------------------------- metadata
@@ -416,16 +386,40 @@ def check_metadata(metadata: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------- emitting
 
 _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
-_MAX_NESTING = 64
+_MAX_NESTING = 3 * MAX_DEPTH + 1  # tree levels; a $nor level is Not(Or(And(...))) at worst
+_RUN = 16
+
+
+def _runs(parts: list[str], op: str) -> str:
+    """``(a op b op ...)`` in runs of at most ``_RUN`` terms, runs grouped the same way."""
+    while len(parts) > 1:
+        runs = [parts[i : i + _RUN] for i in range(0, len(parts), _RUN)]
+        parts = [run[0] if len(run) == 1 else "(" + f" {op} ".join(run) + ")" for run in runs]
+    return parts[0]
 
 
 def _join(parts: list[str], op: str) -> str:
-    # Balanced parentheses: SQLite limits expression depth (1,000), PostgreSQL's parser and planner
-    # recurse too, and a flat "a AND b AND ..." nests one level per term.
+    # SQLite's parser stack (about 90 entries) grows with the parentheses open at once and with
+    # each "x op (" still to be reduced; its expression depth (1,000) with the length of a flat
+    # "a op b op ..." run. So the deepest part comes first (emit_sql sorts them), alone:
+    # "(deepest op (the rest, in runs))" costs it one stack entry and one level per tree level.
     if len(parts) == 1:
         return parts[0]
-    mid = len(parts) // 2
-    return f"({_join(parts[:mid], op)} {op} {_join(parts[mid:], op)})"
+    return f"({parts[0]} {op} {_runs(parts[1:], op)})"
+
+
+def _heights(node: Node, out: dict[int, int], depth: int = 0) -> int:
+    """Each node's height (a condition: 0), by ``id``; raises past :data:`_MAX_NESTING` levels."""
+    if depth > _MAX_NESTING:
+        raise InvalidInputError(f"filter trees may nest at most {_MAX_NESTING} levels")
+    if isinstance(node, Condition):
+        height = 0
+    elif isinstance(node, Not):
+        height = 1 + _heights(node.child, out, depth + 1)
+    else:
+        height = 1 + max((_heights(c, out, depth + 1) for c in node.children), default=0)
+    out[id(node)] = height
+    return height
 
 
 def emit_sql(
@@ -443,8 +437,9 @@ def emit_sql(
     ``Not`` a ``NOT``; an empty ``And`` is ``true``, an empty ``Or`` is ``false``, no filter is ``true``.
 
     Raises:
-        InvalidInputError: a bad filter, a tree nested deeper than 64 levels, or a ``column`` that
-            is not a plain (optionally qualified) identifier (it is written into the SQL text).
+        InvalidInputError: a bad filter, a tree nested deeper than ``3 * MAX_DEPTH + 1`` levels
+            or holding more than :data:`MAX_CONDITIONS` conditions, or a ``column`` that is not a
+            plain (optionally qualified) identifier (it is written into the SQL text).
 
     Example:
         >>> emit_sql({"a": 1, "b": 2}, "m", lambda c, col: f"{col}.{c.key}=?", true="1", false="0")
@@ -453,17 +448,29 @@ def emit_sql(
     if not isinstance(column, str) or not _COLUMN.fullmatch(column):
         raise InvalidInputError(f"column must be an SQL identifier such as 'd.metadata', got {column!r}")
 
-    def walk(node: Node, depth: int) -> str:
-        if depth > _MAX_NESTING:
-            raise InvalidInputError(f"filter trees may nest at most {_MAX_NESTING} levels")
+    conditions = 0
+    heights: dict[int, int] = {}
+
+    def walk(node: Node) -> str:
+        nonlocal conditions
         if isinstance(node, Condition):
+            conditions += 1
+            if conditions > MAX_CONDITIONS:
+                raise _too_many()
             return condition(node, column)
         if isinstance(node, Not):
-            return f"(NOT {walk(node.child, depth + 1)})"
-        parts = [walk(child, depth + 1) for child in node.children]
+            return f"NOT {walk(node.child)}"  # every child's SQL is parenthesised or a literal
+        # AND and OR commute: the deepest child goes first, the rest keep their order (the text
+        # still depends on the tree's shape alone).
+        children = sorted(node.children, key=lambda c: -heights[id(c)])
+        parts = [walk(child) for child in children]
         if isinstance(node, And):
             return _join(parts, "AND") if parts else true
         return _join(parts, "OR") if parts else false
 
     node = parse_filter(filter)
-    return true if node is None else walk(node, 0)
+    if node is None:
+        return true
+    _heights(node, heights)
+    sql = walk(node)
+    return f"({sql})" if isinstance(node, Not) else sql  # parenthesised as a whole, like the rest

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,46 +31,25 @@ from typing import Any
 
 import numpy as np
 
-from ragkit import persistence
-from ragkit.backends.base import SavedBackend, Upsert, check_vectors
+from ragkit.backends.base import Upsert, check_delete_filter, check_vectors
 from ragkit.embedders.base import check_texts
 from ragkit.errors import (
     ConfigError,
     IndexMismatchError,
     InputTypeError,
-    IntegrityError,
     InvalidInputError,
     ReadOnlyError,
 )
 from ragkit.filters import check_metadata
 from ragkit.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_RRF_K, check_alpha
-from ragkit.persistence import Counts, Manifest
 from ragkit.retrieval import Retrieval, _check_k, check_fusion
+from ragkit.saving import Persistence, _canonical, _fingerprint_diff
 from ragkit.store import text_hash
 from ragkit.types import AddResult, Chunk, Document, check_text, to_document
 
 __all__ = ["AddResult", "Pipeline"]
 
 logger = logging.getLogger("ragkit")
-
-# A load retries this often when a save replaces the directory's files while it reads them.
-_LOAD_ATTEMPTS = 3
-
-
-def _ragkit_version() -> str:
-    from ragkit import __version__
-
-    return __version__
-
-
-def _canonical(value: Any) -> Any:
-    """JSON round trip, so that tuples and lists (and key order) compare equal."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def _fingerprint_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
-    keys = sorted(set(a) | set(b))
-    return "; ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
 
 
 def _iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -81,7 +58,7 @@ def _iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-class Pipeline(Retrieval):
+class Pipeline(Retrieval, Persistence):
     """Chunk, embed, index and search documents; save and load the whole thing.
 
     Args:
@@ -171,6 +148,8 @@ class Pipeline(Retrieval):
         self._trust_hosts = False
         self._given_backend: Any = None
         self.read_only = bool(getattr(backend, "read_only", False))
+        # Set by load() for an index whose fingerprint names its model as an earlier ragkit did.
+        self.__dict__.setdefault("_legacy_model", None)
         self._bind_fingerprint()
 
     # ------------------------------------------------------------------------------------ housekeeping
@@ -182,12 +161,26 @@ class Pipeline(Retrieval):
         if stored is None:
             if not self.read_only:
                 self.backend.set_meta("fingerprint", fp)
-        elif stored != fp:
+        elif stored != fp and not self._is_legacy(stored, fp):
             raise IndexMismatchError(
                 f"the index was built with a different embedder ({_fingerprint_diff(stored, fp)}); "
                 "vectors from different models or dimensions are not comparable: load it with the original "
                 "embedder, or call pipe.reindex(new_embedder) to re-embed every chunk"
             )
+
+    def _is_legacy(self, stored: Any, fp: Mapping[str, Any]) -> bool:
+        """Whether ``stored`` is ``fp`` under the name an earlier ragkit gave the same model."""
+        legacy = self._legacy_model
+        return legacy is not None and isinstance(stored, dict) and stored == {**fp, "model": legacy}
+
+    def _recorded_fingerprint(self) -> dict[str, Any]:
+        """The fingerprint the backend holds for this embedder (a legacy name is kept: the store's
+        vectors and the manifest must keep agreeing, and a reindex records the new one)."""
+        fp = _canonical(self.embedder.fingerprint)
+        if self._legacy_model is None:
+            return fp
+        stored = self.backend.get_meta("fingerprint")
+        return stored if self._is_legacy(stored, fp) else fp
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -328,14 +321,25 @@ class Pipeline(Retrieval):
         vectors = self.embedder.embed_documents([c.text for c in chunks])
         return check_vectors(vectors, dim=int(self.embedder.dim), names=[f"chunk {c.id!r}" for c in chunks])
 
-    def delete(self, doc_ids: str | Iterable[str]) -> int:
-        """Delete documents by id; returns how many existed. Unknown ids are ignored.
+    def delete(
+        self, doc_ids: str | Iterable[str] | None = None, *, filter: Mapping[str, Any] | None = None
+    ) -> int:
+        """Delete documents by id (unknown ids are ignored), or every document whose metadata
+        matches ``filter`` (:mod:`ragkit.filters`; documents without chunks too), in one
+        transaction; returns how many went. Give exactly one of the two. A filter that matches
+        everything by construction (``{}``) is refused: delete every id to empty a pipeline.
 
         Example:
             >>> pipe.delete(["a", "b"])  # doctest: +SKIP
             2
+            >>> pipe.delete(filter={"$or": [{"lang": "de"}, {"year": {"$lt": 2000}}]})  # doctest: +SKIP
+            14
         """
         self._check_writable()
+        if (doc_ids is None) == (filter is None):
+            raise InvalidInputError("delete() takes doc_ids or filter=..., exactly one of them")
+        if filter is not None:
+            return self.backend.delete_matching(check_delete_filter(filter))
         if isinstance(doc_ids, str):
             doc_ids = [doc_ids]
         return self.backend.delete(check_texts(doc_ids, "doc_ids"))
@@ -396,206 +400,3 @@ class Pipeline(Retrieval):
     async def aadd(self, documents: Any, **kwargs: Any) -> AddResult:
         """Async twin of :meth:`add`: runs in a worker thread, never blocking the event loop."""
         return await asyncio.to_thread(self.add, documents, **kwargs)
-
-    # ------------------------------------------------------------------------------------ persistence
-
-    @property
-    def path(self) -> Path | None:
-        """The directory this pipeline is bound to (after ``save(path)`` or ``load``), else ``None``."""
-        return self._directory
-
-    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Save to a directory and bind the pipeline to it; later ``save()`` calls write there.
-
-        Atomic into any directory (new, this pipeline's own, or one holding another pipeline): new
-        files carry a fresh tag in their names and the manifest, written last (temp file, fsync,
-        rename), is the commit point; a crash at any moment leaves the previous save or this one
-        loadable. Takes the directory's writer lock (kept until :meth:`close`).
-
-        Raises:
-            LockError: another writer holds the directory. StorageError: the disk refused a write
-                (the previous save stays loadable). ReadOnlyError: loaded with ``read_only=True``.
-
-        Example:
-            >>> pipe.save("my-index/")  # doctest: +SKIP
-            PosixPath('my-index')
-        """
-        self._check_writable()
-        if path is None:
-            if self._directory is None:
-                raise ConfigError("save() needs a path the first time")
-            target = self._directory
-        else:
-            target = Path(path).absolute()  # a later chdir (a notebook's %cd) must not move it
-        with self._save_lock:
-            return self._save(target)
-
-    def _save(self, target: Path) -> Path:
-        with persistence.storage_errors(f"creating {target}"):
-            target.mkdir(parents=True, exist_ok=True)
-        persistence.hook("begin")
-        try:
-            previous = persistence.read_manifest(target).owned
-        except IntegrityError:
-            previous = []  # a new directory (or not a pipeline: nothing in it is ours to remove)
-        from ragkit.components import component_entry
-
-        parts = {
-            "embedder": component_entry(self.embedder),
-            "reranker": component_entry(self.reranker) if self.reranker is not None else None,
-            "chunker": component_entry(self.chunker),
-        }
-
-        backend = self.backend
-
-        def commit(saved: SavedBackend) -> None:
-            with persistence.storage_errors(f"saving to {target}"):
-                manifest = Manifest(
-                    ragkit_version=_ragkit_version(),
-                    fingerprint=_canonical(self.embedder.fingerprint),
-                    backend=saved.entry,
-                    generation=backend.generation if saved.generation is None else saved.generation,
-                    counts=Counts(
-                        documents=backend.count_documents() if saved.documents is None else saved.documents,
-                        chunks=backend.count_chunks() if saved.chunks is None else saved.chunks,
-                    ),
-                    files=persistence.describe_files(target, saved.derived),
-                    owned=saved.keep,
-                    **parts,
-                )
-                written.append(manifest)
-                persistence.commit_manifest(target, manifest)
-
-        written: list[Manifest] = []
-        try:
-            saved = self.backend.save(target, persistence.new_tag(self.backend.generation), commit)
-        except BaseException:
-            if written and persistence.committed(target, written[0].backend):
-                self._directory = target  # the backend moved there: later saves must go there too
-            raise
-        self._directory = target
-        persistence.remove_unreferenced(target, saved.keep, previous)
-        persistence.hook("cleaned")
-        return target
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike[str],
-        embedder: Any = None,
-        *,
-        reranker: Any = None,
-        backend: Any = None,
-        read_only: bool = False,
-        trust_hosts: bool = False,
-        **kwargs: Any,
-    ) -> Pipeline:
-        """Open a saved pipeline and bind to its directory.
-
-        Opening takes no lock: any number of processes may load a directory and search it (a web
-        app with several workers, a notebook cell run twice). The writer lock is taken at the first
-        write or save; a second writer then gets a :class:`LockError`. A saved directory is untrusted
-        input: the embedder, reranker and chunker it names are rebuilt only from ragkit's closed
-        registry (:mod:`ragkit.components`), and nothing is sent to a host that only the directory
-        names unless ``trust_hosts=True`` (a remote model's custom ``base_url`` with an environment
-        API key, a PostgreSQL DSN).
-
-        Checks the manifest and the store and fails loudly (:class:`IntegrityError`) on a damaged
-        store or manifest; a derived index (FAISS, BM25) that is missing, stale or corrupt is rebuilt
-        from the store (a warning says so). Refuses an ``embedder`` whose fingerprint differs from
-        the one the vectors were made with (:class:`IndexMismatchError`).
-
-        Args:
-            path: the directory given to :meth:`save`.
-            embedder: ``None`` rebuilds the embedder from the manifest.
-            reranker: optional; ``None`` rebuilds the saved one, if any. Pass ``False`` for none.
-            backend: for a directory saved from PostgreSQL, the :class:`~ragkit.backends.PostgresBackend`
-                to use (it must be the saved table).
-            read_only: refuse every write (:class:`ReadOnlyError`); works on a read-only filesystem.
-            trust_hosts: let the directory name the hosts to connect to (see above).
-            **kwargs: other :class:`Pipeline` options (``chunker``, ``query_cache_size``, ``rrf_k``, ...).
-
-        Example:
-            >>> pipe = Pipeline.load("my-index/", read_only=True)  # doctest: +SKIP
-        """
-        root = Path(path).absolute()
-        manifest, store = cls._open(root, read_only=read_only, trust_hosts=trust_hosts, backend=backend)
-        try:
-            from ragkit.components import build_component
-
-            if embedder is None:
-                if not manifest.embedder:
-                    raise ConfigError("the manifest does not say how to rebuild the embedder: pass embedder=")
-                embedder = build_component(manifest.embedder, role="embedder", trust_hosts=trust_hosts)
-            if reranker is None and manifest.reranker:
-                reranker = build_component(manifest.reranker, role="reranker", trust_hosts=trust_hosts)
-            if kwargs.get("chunker") is None and manifest.chunker:
-                try:
-                    kwargs["chunker"] = build_component(
-                        manifest.chunker, role="chunker", trust_hosts=trust_hosts, embedder=embedder
-                    )
-                except ConfigError as e:
-                    logger.warning("could not rebuild the saved chunker (%s); using the default one", e)
-            self = cls.__new__(cls)
-            # Checks the embedder against the backend's fingerprint: the store's when batches or a
-            # reindex were committed after the last save, else the manifest's (the backend checked so).
-            Pipeline.__init__(self, embedder, backend=store, reranker=reranker or None, **kwargs)
-        except BaseException:
-            if store is not backend:
-                store.close()
-            raise
-        self.read_only = read_only
-        self._directory = root
-        self._trust_hosts = trust_hosts
-        self._given_backend = backend
-        return self
-
-    @staticmethod
-    def _open(root: Path, *, read_only: bool, trust_hosts: bool, backend: Any) -> tuple[Manifest, Any]:
-        """The manifest and its backend; retried when a concurrent save replaces the files mid-read."""
-        from ragkit.backends import open_saved
-
-        for attempt in range(1, _LOAD_ATTEMPTS + 1):
-            manifest = persistence.read_manifest(root)
-            try:
-                return manifest, open_saved(
-                    root, manifest, read_only=read_only, trust_hosts=trust_hosts, backend=backend
-                )
-            except IntegrityError:
-                if attempt == _LOAD_ATTEMPTS or persistence.read_manifest(root) == manifest:
-                    raise
-                logger.info("%s: a save replaced the files while they were read; reading again", root)
-        raise AssertionError("unreachable")
-
-    def reload(self) -> None:
-        """See the directory's latest save (readers beside a writer, or after a save over it).
-
-        Right or raises: after a save of another pipeline over the directory, the reader switches
-        to that pipeline's data if it was made with the same embedder, and raises
-        :class:`IndexMismatchError` otherwise.
-
-        Example:
-            >>> reader.reload()  # doctest: +SKIP
-        """
-        if self._directory is None:
-            raise ConfigError("reload() needs a pipeline loaded from or saved to a directory")
-        manifest, backend = self._open(
-            self._directory,
-            read_only=self.read_only,
-            trust_hosts=self._trust_hosts,
-            backend=self._given_backend,
-        )
-        fp = _canonical(self.embedder.fingerprint)
-        stored = backend.get_meta("fingerprint")
-        if stored is not None and stored != fp:
-            if backend is not self._given_backend:
-                backend.close()
-            raise IndexMismatchError(
-                f"{self._directory} now holds an index of another embedder "
-                f"({_fingerprint_diff(stored, fp)}): load it again with that embedder"
-            )
-        # The old backend is not closed here: a search in another thread may be using it. It closes
-        # (and releases a writer lock it held) when the last reference to it goes.
-        self.backend = backend
-        with self._cache_lock:
-            self._query_cache.clear()

@@ -470,11 +470,17 @@ class SQLiteStore:
                 conn.execute("UPDATE documents SET metadata = ? WHERE id = ?", (metadata, doc_id))
         return result
 
-    def delete_documents(self, doc_ids: Sequence[str]) -> tuple[int, list[int]]:
-        """Delete documents and their chunks; returns (documents deleted, vector ids removed)."""
+    def delete_documents(
+        self, doc_ids: Sequence[str] = (), *, filter: Node | None = None
+    ) -> tuple[int, list[int]]:
+        """Delete documents (these ids, or every one whose metadata matches ``filter``) and their
+        chunks, in one transaction; returns (documents deleted, vector ids removed)."""
         removed: list[int] = []
         deleted = 0
+        where, params = sqlite_where(filter) if filter is not None else ("", [])
         with self._transaction() as conn:
+            if where:
+                doc_ids = [r[0] for r in conn.execute(f"SELECT d.id FROM documents d WHERE {where}", params)]
             for part in _batches(list(doc_ids), 500):
                 marks = ",".join("?" * len(part))
                 removed.extend(

@@ -1,6 +1,8 @@
 """The table of metadata-filter cases that every store backend must pass (SQLite, PostgreSQL, ...).
 
-DOCS holds documents' metadata; CASES pairs a filter with the exact set of document ids it selects;
+DOCS holds documents' metadata; CASES pairs a filter with the exact set of document ids it selects
+(every operator, $and/$or/$not/$nor and a field's $not, nested, on missing fields, nulls, lists and
+mismatched types);
 BAD_FILTERS must raise ``InvalidInputError``; INJECTIONS must match nothing and change nothing.
 The expected sets are written by hand: they are the specification (tests/test_filters.py also checks
 them against a plain-Python evaluator).
@@ -9,6 +11,8 @@ them against a plain-Python evaluator).
 from __future__ import annotations
 
 import datetime
+
+from ragkit.filters import MAX_CONDITIONS, MAX_DEPTH
 
 BIG = 2**63 - 1  # the largest int a filter or metadata may hold (signed 64 bits)
 SMALL = -(2**63)
@@ -28,6 +32,29 @@ def _long(matching: list, n: int = 5_000, kind: str = "str") -> _Values:
     for j, value in enumerate(matching):
         filler.insert((j + 1) * step, value)
     return _Values(filler)
+
+
+class _Deep(dict):
+    """A deeply nested filter whose repr stays short: test ids are ``str(filter)``."""
+
+    def __repr__(self) -> str:
+        return f"<{self.levels} x $not around {self.inner!r}>"
+
+
+def _nested_not(inner: dict, levels: int) -> dict:
+    """``{"$not": {"$not": ... inner}}``, ``levels`` deep."""
+    flt: dict = inner
+    for _ in range(levels):
+        flt = {"$not": flt}
+    deep = _Deep(flt)
+    deep.levels, deep.inner = levels, inner
+    return deep
+
+
+def _circular() -> dict:
+    flt: dict = {}
+    flt["$not"] = flt
+    return flt
 
 
 DOCS: dict[str, dict] = {
@@ -181,6 +208,115 @@ CASES: list[tuple[dict, set[str]]] = [
     ({"big": {"$in": _Values([BIG - 1 - i for i in range(5_000)])}}, set()),
     ({"big": {"$in": _Values([BIG - i for i in range(5_000)])}}, {"h"}),
     ({"lang": {"$in": _long(["de"])}, "year": {"$in": _long([2021], kind="number")}}, {"b"}),
+    # $nin: $ne for several values. The field must be present; on a list, no element may equal one
+    ({"lang": {"$nin": ["en", "de"]}}, {"d", "i"}),
+    ({"lang": {"$nin": ["en"]}}, {"b", "d", "i"}),  # as {"$ne": "en"}
+    ({"lang": {"$nin": []}}, {"a", "b", "c", "d", "f", "g", "i"}),  # present
+    ({"tags": {"$nin": ["news"]}}, {"c", "d"}),
+    ({"tags": {"$nin": ["news", "sport"]}}, {"c"}),
+    ({"tags": {"$nin": ["Sport"]}}, {"a", "b", "c", "d"}),
+    ({"year": {"$nin": [2020]}}, {"b", "c", "d", "i"}),  # 2020.0 is 2020, "2020" is not
+    ({"year": {"$nin": [2020.0, "2020"]}}, {"b", "c", "i"}),
+    ({"n": {"$nin": [1]}}, {"g"}),  # True is not 1
+    ({"n": {"$nin": [1.0]}}, {"g"}),
+    ({"n": {"$nin": [True]}}, {"f"}),
+    ({"n": {"$nin": ["1"]}}, {"f", "g"}),
+    ({"draft": {"$nin": [0]}}, {"a", "b"}),  # False is not 0
+    ({"note": {"$nin": [None]}}, set()),  # present, but null
+    ({"draft": {"$nin": [None]}}, {"a", "b"}),
+    ({"mixed": {"$nin": [False, 3]}}, {"h"}),
+    ({"mixed": {"$nin": [None]}}, set()),
+    ({"author": {"$nin": ["Ann"]}}, {"a", "b", "h"}),  # an object equals no scalar
+    ({"author.name": {"$nin": ["Ann", "Bob"]}}, {"h"}),
+    ({"items": {"$nin": [1, 2]}}, {"h"}),  # the 1s and 2s are inside an object and a nested list
+    ({"items": {"$nin": [3]}}, set()),
+    ({"missing": {"$nin": ["x"]}}, set()),
+    ({"lang": {"$nin": ["en"]}, "year": {"$gte": 2000}}, {"b"}),
+    ({"lang": {"$exists": True, "$nin": ["en", "fr"]}}, {"b", "i"}),
+    ({"lang": {"$nin": _long(["en", "de"])}}, {"d", "i"}),
+    ({"big": {"$nin": _Values([BIG - i for i in range(5_000)])}}, set()),
+    ({"big": {"$nin": _Values([BIG - 1 - i for i in range(5_000)])}}, {"h"}),
+    # a field's $not: exactly the documents its operators do not match, missing field included
+    ({"lang": {"$not": {"$eq": "en"}}}, {"b", "d", "e", "h", "i"}),
+    ({"lang": {"$not": {"$ne": "en"}}}, {"a", "c", "e", "f", "g", "h"}),
+    ({"lang": {"$not": {"$in": ["en", "de"]}}}, {"d", "e", "h", "i"}),
+    ({"lang": {"$not": {"$nin": ["en", "de"]}}}, {"a", "b", "c", "e", "f", "g", "h"}),
+    ({"tags": {"$not": {"$in": _long(["news"])}}}, {"c", "d", "e", "f", "g", "h"}),
+    ({"year": {"$not": {"$gte": 2020}}}, {"d", "e", "g", "h", "i"}),
+    ({"year": {"$not": {"$gte": 2020, "$lt": 2022}}}, {"c", "d", "e", "g", "h", "i"}),
+    ({"year": {"$gte": 2000, "$not": {"$eq": 2021}}}, {"a", "c", "f"}),
+    ({"year": {"$not": {"$not": {"$gte": 2020}}}}, {"a", "b", "c", "f"}),
+    ({"score": {"$not": {"$gt": 0}}}, {"d", "e", "f", "g", "h", "i"}),
+    ({"author.age": {"$not": {"$lte": 31}}}, ALL - {"a"}),
+    ({"mixed": {"$not": {"$lt": "2"}}}, ALL - {"h"}),
+    ({"note": {"$not": {"$exists": True}}}, ALL - {"c"}),
+    ({"note": {"$not": {"$exists": False}}}, {"c"}),
+    ({"tags": {"$not": {"$eq": "sport"}}}, {"b", "c", "e", "f", "g", "h", "i"}),
+    ({"n": {"$not": {"$eq": 1}}}, ALL - {"f"}),
+    ({"n": {"$not": {"$eq": True}}}, ALL - {"g"}),
+    ({"draft": {"$not": {"$in": [0, 1]}}}, ALL),
+    # $not of a whole filter
+    ({"$not": {"lang": "en"}}, {"b", "d", "e", "h", "i"}),
+    ({"$not": {"lang": "en", "year": 2020}}, ALL - {"a", "f"}),
+    ({"$not": {"year": {"$gt": 2020}}}, ALL - {"b", "c"}),
+    ({"$not": {"$not": {"tags": "news"}}}, {"a", "b", "i"}),
+    ({"$not": {"missing": "x"}}, ALL),
+    ({"$not": {"missing": {"$exists": False}}}, set()),
+    ({"$not": {}}, set()),
+    ({"$not": {"lang": {"$nin": ["en"]}}}, {"a", "c", "e", "f", "g", "h"}),
+    # $or / $and / $nor
+    ({"$or": [{"lang": "fr"}, {"year": {"$lt": 2021}}]}, {"a", "d", "f", "i"}),
+    ({"$or": [{"lang": "de"}]}, {"b", "g"}),
+    ({"$or": [{"tags": "news"}, {"note": {"$exists": True}}, {"n": True}]}, {"a", "b", "c", "g", "i"}),
+    ({"$or": [{"missing": 1}, {"also.missing": {"$gt": 0}}]}, set()),
+    ({"$or": [{"year": 2020}, {"year": "2020"}]}, {"a", "d", "f"}),
+    ({"$or": [{"n": 1}, {"n": True}]}, {"f", "g"}),
+    ({"$or": [{"year": "2021"}, {"score": "1"}]}, set()),  # "2021" is not 2021
+    ({"$or": [{}, {"lang": "en"}]}, ALL),
+    ({"$or": [{"$not": {}}, {"lang": "fr"}]}, {"d"}),
+    ({"$or": [{"author.name": "Ann"}, {"author.name": {"$exists": False}}]}, ALL - {"b", "h"}),
+    ({"lang": "en", "$or": [{"year": 2020}, {"note": None}]}, {"a", "c", "f"}),
+    ({"$and": [{"lang": "en"}, {"year": 2020}]}, {"a", "f"}),
+    ({"$and": [{}]}, ALL),
+    ({"$and": [{"lang": "en"}, {"$not": {"lang": "en"}}]}, set()),
+    (
+        {"$and": [{"$or": [{"lang": "en"}, {"lang": "de"}]}, {"$or": [{"tags": "news"}, {"n": True}]}]},
+        {"a", "b", "g"},
+    ),
+    ({"year": {"$gte": 2020}, "$and": [{"year": {"$lt": 2022}}, {"$not": {"year": 2021}}]}, {"a", "f"}),
+    ({"$nor": [{"lang": "en"}, {"lang": "de"}]}, {"d", "e", "h", "i"}),
+    ({"$nor": [{"tags": {"$exists": True}}]}, {"e", "f", "g", "h"}),
+    ({"$nor": [{"year": {"$gt": 3000}}]}, ALL),
+    ({"$nor": [{}]}, set()),
+    # nesting
+    (
+        {
+            "$or": [
+                {"$and": [{"lang": "en"}, {"$not": {"year": 2020}}]},
+                {"$not": {"lang": {"$exists": True}}},
+            ]
+        },
+        {"c", "e", "g", "h"},
+    ),
+    (
+        {
+            "$not": {
+                "$or": [
+                    {
+                        "author.name": {"$exists": True},
+                        "$or": [{"author.age": {"$lt": 40}}, {"big": BIG}],
+                    }
+                ]
+            }
+        },
+        ALL - {"a", "h"},
+    ),
+    (
+        {"$or": [{"$nor": [{"tags": "news"}, {"tags": {"$exists": False}}]}, {"n": {"$nin": [True]}}]},
+        {"c", "d", "f"},
+    ),
+    (_nested_not({"lang": "en"}, MAX_DEPTH), {"a", "c", "f", "g"}),  # 32 levels: the most allowed
+    (_nested_not({"lang": "en"}, MAX_DEPTH - 1), {"b", "d", "e", "h", "i"}),
 ]
 
 # Filters that must raise a clear InvalidInputError.
@@ -228,6 +364,46 @@ BAD_FILTERS: list = [
     {1: "a"},
     ["lang", "en"],
     "lang",
+    # $nin takes a list of scalars, like $in
+    {"lang": {"$nin": "en"}},
+    {"lang": {"$nin": 5}},
+    {"lang": {"$nin": [["en"]]}},
+    {"x": {"$nin": [float("nan")]}},
+    {"x": {"$nin": [2**63]}},
+    # logical operators: $and / $or / $nor take a non-empty list of filter dicts, $not one dict
+    {"$or": {"lang": "en"}},
+    {"$or": "lang"},
+    {"$or": None},
+    {"$or": []},
+    {"$and": []},
+    {"$nor": []},
+    {"$or": [1]},
+    {"$or": [{"a": 1}, "b"]},
+    {"$and": [["a", 1]]},
+    {"$or": [{"a": {"$regex": "x"}}]},
+    {"$not": [{"a": 1}]},
+    {"$not": 1},
+    {"$not": None},
+    {"$not": {"$or": []}},
+    # unknown or misplaced operators
+    {"$xor": [{"a": 1}]},
+    {"$in": [1]},
+    {"$regex": "x"},
+    {"$": 1},
+    {"lang": {"$or": [{"$eq": "en"}]}},
+    {"lang": {"$and": [{"$eq": "en"}]}},
+    {"lang": {"$nor": [{"$eq": "en"}]}},
+    # a field's $not takes a dict of that field's operators
+    {"year": {"$not": 2020}},
+    {"year": {"$not": {}}},
+    {"year": {"$not": {"x": 1}}},
+    {"year": {"$not": [{"$gt": 1}]}},
+    {"year": {"$not": {"$gt": None}}},
+    # limits: nesting and size
+    _nested_not({"lang": "en"}, MAX_DEPTH + 1),
+    {"$or": [_nested_not({"lang": "en"}, MAX_DEPTH)]},
+    _circular(),
+    {"$or": [{"k": i} for i in range(MAX_CONDITIONS + 1)]},
 ]
 
 # Injection attempts: they must match nothing, raise nothing harmful, and leave the data intact.

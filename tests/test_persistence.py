@@ -226,12 +226,62 @@ def test_many_processes_load_with_default_arguments_and_search(tmp_path):
     writer.close()
 
 
+_KILLED_DELETE = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from conftest import HashEmbedder
+from ragkit import Pipeline
+pipe = Pipeline.load(sys.argv[1], embedder=HashEmbedder())
+store = pipe.backend._store
+store.enable_writes()
+real = store._writer
+class Killing:  # the writer connection, killing the process at the second batch of deletes
+    deletes = 0
+    def execute(self, sql, *args):
+        if sql.startswith("DELETE FROM documents"):
+            Killing.deletes += 1
+            if Killing.deletes == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real.execute(sql, *args)
+    def __getattr__(self, name):
+        return getattr(real, name)
+store._writer = Killing()
+pipe.delete(filter={{"$nor": [{{"i": 3}}, {{"i": 5}}]}})
+print("DELETED")
+"""
+
+
+def test_a_delete_by_filter_killed_mid_transaction_deletes_nothing(tmp_path):
+    path = tmp_path / "idx"
+    pipe = make()
+    docs = [
+        Document(id=f"a{i}", text=f"alpha document number {i} word{i} apple", metadata={"i": i})
+        for i in range(700)
+    ]
+    pipe.add(docs)
+    pipe.save(path)
+    pipe.close()
+    proc = run_child(_KILLED_DELETE, str(path))
+    assert proc.returncode == -signal.SIGKILL, (proc.stdout, proc.stderr)
+    assert "DELETED" not in proc.stdout
+    again = Pipeline.load(path, embedder=HashEmbedder())
+    # all 700 are back, the first 500 deletes rolled back, and the derived indexes agree
+    assert {d.id for d in again} == {d.id for d in docs} and again.backend.count_chunks() == 700
+    assert again.search("word612", k=1, mode="lexical")[0].doc_id == "a612"
+    assert len(again.backend.index) == 700
+    assert again.delete(filter={"$nor": [{"i": 3}, {"i": 5}]}) == 698
+    assert {d.id for d in again} == {"a3", "a5"} and len(again.backend.index) == 2
+    again.close()
+
+
 def test_read_only_refuses_every_write(tmp_path):
     path = saved_a(tmp_path / "idx")
     reader = Pipeline.load(path, embedder=HashEmbedder(), read_only=True)
     for call in (
         lambda p: p.add("x"),
         lambda p: p.delete("a1"),
+        lambda p: p.delete(filter={"i": 1}),
+        lambda p: p.backend.delete_matching({"i": 1}),
         lambda p: p.update_metadata("a1", {}),
         lambda p: p.save(),
         lambda p: p.save(tmp_path / "elsewhere"),

@@ -129,6 +129,50 @@ def test_delete_and_update_keep_store_and_index_in_step():
     assert len(fresh) == 1 and min(fresh) > max(ever)
 
 
+def test_delete_by_filter_keeps_store_vectors_and_bm25_in_step():
+    pipe = make()
+    docs = corpus(30) + [Document(id="empty", text="", metadata={"group": 3})]
+    pipe.add(docs)
+    lexical_before = pipe.search("unique7", k=1, mode="lexical")  # builds the BM25 index
+    assert lexical_before[0].doc_id == "d7"
+    gone = {d.id for d in docs if d.metadata["group"] in (2, 3) and d.metadata.get("lang") != "de"}
+    gone |= {"empty"}  # a document without chunks is matched by its metadata too
+    flt = {"group": {"$in": [2, 3]}, "$not": {"lang": "de"}}  # "empty" has no lang: $not matches it
+    assert pipe.delete(filter=flt) == len(gone) == 7
+    assert {d.id for d in pipe} == {d.id for d in docs} - gone
+    assert len(pipe.backend.index) == pipe.backend.count_chunks() == 30 - 6
+    assert not {h.doc_id for h in pipe.search("alpha beta gamma", k=40)} & gone
+    for doc_id in sorted(gone - {"empty"}):  # BM25 forgot them, and still finds the rest
+        assert doc_id not in {h.doc_id for h in pipe.search(f"unique{doc_id[1:]}", k=3, mode="lexical")}
+    assert pipe.search("unique7", k=1, mode="lexical")[0].doc_id == "d7"
+    assert pipe.delete(filter=flt) == 0  # nothing left to match
+    assert pipe.delete(filter={"lang": {"$nin": ["en"]}}) == 15
+    assert {d.metadata["lang"] for d in pipe} == {"en"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({}, ["doc_ids or filter", "exactly one"]),
+        ({"doc_ids": ["d1"], "filter": {"group": 1}}, ["exactly one"]),
+        ({"filter": {}}, ["matches every document", "delete every id"]),
+        ({"filter": {"$and": [{}]}}, ["matches every document"]),
+        ({"filter": {"$or": []}}, ["$or", "empty list"]),
+        ({"filter": {"group": {"$regex": "x"}}}, ["$regex"]),
+        ({"filter": ["group", 1]}, ["dict"]),
+    ],
+)
+def test_delete_needs_ids_or_a_selective_filter(kwargs, words):
+    pipe = make()
+    pipe.add(corpus(5))
+    generation = pipe.backend.generation
+    with pytest.raises(InvalidInputError) as info:
+        pipe.delete(**kwargs)
+    for word in words:
+        assert word in str(info.value), str(info.value)
+    assert len(pipe) == 5 and pipe.backend.generation == generation  # nothing written
+
+
 def test_empty_text_is_stored_with_zero_chunks():
     pipe = make()
     pipe.add([Document(id="empty", text=""), Document(id="blank", text="  \n ")])

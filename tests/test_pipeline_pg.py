@@ -86,6 +86,28 @@ def test_pipeline_on_postgres_matches_the_local_backend(table):
     local.close()
 
 
+def test_delete_by_filter_on_postgres_matches_the_local_backend(table):
+    dsn, name = table
+    docs = corpus(40) + [Document(id="empty", text="", metadata={"group": 2})]
+    pg = _pipe(dsn, name)
+    local = Pipeline(HashEmbedder(), chunker=RecursiveChunker(200, 20))
+    for pipe in (pg, local):
+        pipe.add(docs)
+        assert pipe.delete(filter={"group": {"$in": [2]}, "$not": {"$or": [{"group": 3}]}}) == 11
+        assert pipe.delete(filter={"$nor": [{"group": {"$lt": 3}}]}) == 10
+        with pytest.raises(InvalidInputError, match="matches every document"):
+            pipe.delete(filter={})
+    assert (
+        sorted(d.id for d in pg)
+        == sorted(d.id for d in local)
+        == sorted(d.id for d in docs if d.metadata["group"] in (0, 1))
+    )
+    assert pg.backend.count_chunks() == local.backend.count_chunks() == 20
+    assert {h.doc_id for h in pg.search("alpha", k=40)} == {h.doc_id for h in local.search("alpha", k=40)}
+    pg.close()
+    local.close()
+
+
 def test_reindex_expand_and_max_per_doc_on_postgres(table):
     dsn, name = table
     pipe = _pipe(dsn, name, chunker=RecursiveChunker(30, 0))

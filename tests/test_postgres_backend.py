@@ -257,6 +257,71 @@ def test_filters_agree_with_the_sqlite_store_on_random_cases(make, tmp_path):
     sqlite.close()
 
 
+def _no_chunks(doc_id: str) -> bool:
+    return doc_id in ("c", "e")  # documents with empty text have no chunks: filters still reach them
+
+
+@pytest.fixture(scope="module")
+def delete_backend(pg_dsn):
+    table = fresh_table()
+    backend = PostgresBackend(pg_dsn, table=table, dim=8, index="exact")
+    yield backend
+    backend.close()
+    drop_tables(pg_dsn, table)
+
+
+@pytest.mark.parametrize(("flt", "expected"), CASES, ids=[str(c[0])[:80] for c in CASES])
+def test_delete_by_filter_table(delete_backend, flt, expected):
+    backend = delete_backend
+    if parse_filter(flt) is None:
+        with pytest.raises(InvalidInputError, match="matches every document"):
+            backend.delete_matching(flt)
+        return
+    backend.write(
+        [
+            _upsert(k, md, n_chunks=0 if _no_chunks(k) else 2, text="" if _no_chunks(k) else None)
+            for k, md in DOCS.items()
+        ]
+    )
+    assert backend.delete_matching(flt) == len(expected)
+    assert {d.id for d in backend.iter_documents()} == set(DOCS) - expected
+    assert backend.count_chunks() == 2 * sum(not _no_chunks(k) for k in set(DOCS) - expected)
+    assert _doc_ids(backend, _all_vids(backend)) == {k for k in set(DOCS) - expected if not _no_chunks(k)}
+    backend.delete(list(DOCS))
+
+
+def test_delete_by_filter_refuses_bad_and_empty_filters_before_writing(make):
+    backend = make(dim=8)
+    backend.write([_upsert("a", {"lang": "en"}), _upsert("b", {"lang": "de"})])
+    before = _state(backend)
+    for flt in [None, {}, {"$and": [{}]}, {"$or": []}, {"lang": {"$regex": "e"}}, ["lang"]]:
+        with pytest.raises(InvalidInputError):
+            backend.delete_matching(flt)
+    assert _state(backend) == before
+    assert backend.delete_matching({"lang": {"$nin": ["en"]}}) == 1
+    assert backend.delete_matching({"lang": {"$nin": ["en"]}}) == 0  # an empty match writes nothing
+    assert [d.id for d in backend.iter_documents()] == ["a"]
+
+
+def test_a_failure_inside_a_delete_by_filter_deletes_nothing(make, monkeypatch):
+    from ragkit.backends.postgres import writes
+
+    backend = make(dim=8)
+    backend.write([_upsert(f"d{i}", {"i": i}, n_chunks=1 + i % 2) for i in range(20)])
+    before = _state(backend)
+
+    def fail(stage):
+        if stage == "matching-chunks-deleted":
+            raise RuntimeError("injected failure after the chunks went")
+
+    monkeypatch.setattr(writes, "_write_hook", fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        backend.delete_matching({"i": {"$gte": 5}})
+    assert _state(backend) == before
+    monkeypatch.setattr(writes, "_write_hook", None)
+    assert backend.delete_matching({"i": {"$gte": 5}}) == 15 and backend.count_chunks() == 7
+
+
 def test_metadata_keys_and_values_cannot_inject_sql(make):
     backend = make(dim=8)
     nasty = {
@@ -864,6 +929,7 @@ def test_read_only(make):
         lambda: reader.write([], {"a": {}}),
         lambda: reader.set_meta("x", 1),
         lambda: reader.delete(["a"]),
+        lambda: reader.delete_matching({"lang": "en"}),
         lambda: reader.update_metadata("a", {}),
         lambda: reader.replace_vectors([], {"m": 1}),
         lambda: reader.acquire_writer(),
@@ -1208,6 +1274,49 @@ def _killed_writer(dsn: str, table: str, flag: str, stage: str) -> None:
     backend.write(
         [_upsert("a", {"v": 2}, n_chunks=5, version=2), _upsert("b", {"v": 2}, version=2)], {"c": {"v": 2}}
     )
+
+
+def _killed_deleter(dsn: str, table: str, flag: str, stage: str) -> None:
+    from ragkit.backends.postgres import writes
+
+    backend = PostgresBackend(dsn, table=table)
+
+    def hook(at: str) -> None:
+        if at == stage:
+            Path(flag).write_text(at)
+            time.sleep(120)  # inside the open transaction, until the parent's SIGKILL
+
+    writes._write_hook = hook
+    backend.delete_matching({"$or": [{"v": 1}, {"kind": "empty"}]})
+
+
+@pytest.mark.parametrize("stage", ["matching-selected", "matching-chunks-deleted"])
+def test_sigkill_mid_delete_by_filter_deletes_nothing(make, tmp_path, stage):
+    store = make(dim=8)
+    store.write([_upsert("a", {"v": 1}, n_chunks=3), _upsert("b", {"v": 2}), _upsert("c", {"v": 1})])
+    store.write([_upsert("e", {"kind": "empty"}, n_chunks=0, text="")])
+    before = _state(store)
+    flag = tmp_path / "in-transaction"
+    proc = mp.get_context("spawn").Process(
+        target=_killed_deleter, args=(make.dsn, store.table, str(flag), stage)
+    )
+    proc.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not flag.exists():
+            assert proc.is_alive() and time.monotonic() < deadline, "the deleter never reached the hook"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(timeout=30)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+    assert proc.exitcode == -signal.SIGKILL
+    assert _state(store) == before
+    started = time.perf_counter()  # the killed session's row locks are gone
+    assert store.delete_matching({"$or": [{"v": 1}, {"kind": "empty"}]}) == 3
+    assert time.perf_counter() - started < 10
+    assert [d.id for d in store.iter_documents()] == ["b"]
 
 
 @pytest.mark.parametrize("stage", ["documents-upserted", "chunks-written", "metadata-updated"])

@@ -4,10 +4,11 @@ import zlib
 
 import numpy as np
 import pytest
-from filter_cases import BAD_FILTERS, CASES, DOCS, INJECTIONS
+from filter_cases import ALL, BAD_FILTERS, CASES, DOCS, INJECTIONS
 
 from ragkit.backends.base import Upsert
 from ragkit.errors import IntegrityError, InvalidInputError, ReadOnlyError
+from ragkit.filters import parse_filter
 from ragkit.store import SQLiteStore
 from ragkit.types import Chunk, Document
 
@@ -50,6 +51,67 @@ def test_injection_attempts_are_inert(filter_store, flt):
     before = filter_store.count_documents()
     assert _doc_ids(filter_store, flt) == set()
     assert filter_store.count_documents() == before == len(DOCS)
+
+
+def _without_chunks(doc_id: str) -> bool:
+    return doc_id in ("c", "e")  # documents with empty text have no chunks: filters still reach them
+
+
+@pytest.fixture(scope="module")
+def delete_store(tmp_path_factory):
+    return SQLiteStore(tmp_path_factory.mktemp("deletes") / "store.sqlite")
+
+
+# Filters that match everything by construction ({}) are refused by the pipeline and backends.
+DELETE_CASES = [c for c in CASES if parse_filter(c[0]) is not None]
+
+
+@pytest.mark.parametrize(("flt", "expected"), DELETE_CASES, ids=[str(c[0])[:80] for c in DELETE_CASES])
+def test_delete_by_filter_table(delete_store, flt, expected):
+    node = parse_filter(flt)
+    items = [_item(k, md, n_chunks=0 if _without_chunks(k) else 2) for k, md in DOCS.items()]
+    written = delete_store.write(items)
+    owners = [k for k in DOCS if not _without_chunks(k) for _ in range(2)]
+    vids = dict(zip(written.added_ids, owners, strict=True))
+    generation = delete_store.generation
+    deleted, removed = delete_store.delete_documents(filter=node)
+    assert deleted == len(expected)
+    assert {d.id for d in delete_store.iter_documents()} == ALL - expected
+    assert sorted(removed) == sorted(v for v, k in vids.items() if k in expected)
+    assert delete_store.count_chunks() == 2 * sum(not _without_chunks(k) for k in ALL - expected)
+    assert delete_store.generation == generation + 1
+    delete_store.delete_documents(list(DOCS))
+
+
+class _FailingWriter:
+    """The store's writer connection, failing the second batch of document deletes (mid-transaction)."""
+
+    def __init__(self, conn):
+        self._conn, self.deletes = conn, 0
+
+    def execute(self, sql, *args):
+        if sql.startswith("DELETE FROM documents"):
+            self.deletes += 1
+            if self.deletes == 2:
+                raise RuntimeError("injected failure after the first 500 deletes")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_a_failure_inside_a_delete_by_filter_deletes_nothing(tmp_path):
+    store = SQLiteStore(tmp_path / "store.sqlite")
+    store.write([_item(f"d{i}", {"i": i, "keep": i % 7 == 0}, n_chunks=1) for i in range(1200)])
+    before = (store.count_documents(), store.count_chunks(), store.generation)
+    store._writer = failing = _FailingWriter(store._writer)
+    with pytest.raises(RuntimeError, match="injected"):
+        store.delete_documents(filter=parse_filter({"keep": False}))
+    assert failing.deletes == 2  # the first batch was deleted, then rolled back
+    store._writer = failing._conn
+    assert (store.count_documents(), store.count_chunks(), store.generation) == before
+    deleted, removed = store.delete_documents(filter=parse_filter({"keep": False}))
+    assert deleted == len(removed) == 1200 - 172 and store.count_documents() == 172
 
 
 def test_upsert_replaces_chunks_with_fresh_ids_and_bumps_generation(tmp_path):

@@ -36,10 +36,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ragkit.errors import InvalidInputError
-from ragkit.filters import Node
+from ragkit.filters import Node, parse_filter
 from ragkit.types import Chunk, Document
 
-__all__ = ["Backend", "SavedBackend", "Upsert", "check_vectors", "empty_hits"]
+__all__ = ["Backend", "SavedBackend", "Upsert", "check_delete_filter", "check_vectors", "empty_hits"]
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,12 @@ class Backend(Protocol):
         """Delete documents and their chunks; returns how many existed."""
         ...
 
+    def delete_matching(self, filter: Node | Mapping[str, Any]) -> int:
+        """Delete every document whose metadata matches ``filter``, with its chunks (documents
+        without chunks too), in one transaction; returns how many. A filter that matches
+        everything by construction is refused (:func:`check_delete_filter`)."""
+        ...
+
     def update_metadata(self, doc_id: str, metadata: Mapping[str, Any]) -> bool:
         """Replace one document's metadata; ``False`` when there is no such document."""
         ...
@@ -250,6 +256,33 @@ def check_vectors(vectors: Any, *, dim: int, names: Sequence[str]) -> np.ndarray
         bad = int(np.argmin(usable))
         raise InvalidInputError(f"the vector of {names[bad]} is zero (no direction, cosine undefined)")
     return a
+
+
+def check_delete_filter(filter: Any) -> Node:
+    """The parsed filter of a delete by filter; ``None``, ``{}`` and the like are refused.
+
+    Deleting "everything that matches nothing in particular" is nearly always a filter built from
+    an empty list or a typo, so there is no implicit delete-all: delete every id for that.
+
+    Raises:
+        InvalidInputError: a bad filter (:func:`ragkit.filters.parse_filter`), or one that matches
+            every document by construction (``None``, ``{}``, ``{"$and": [{}]}``, ...).
+
+    Example:
+        >>> check_delete_filter({"lang": "de"}).value
+        'de'
+        >>> check_delete_filter({})
+        Traceback (most recent call last):
+        ...
+        ragkit.errors.InvalidInputError: delete(filter=...) needs a filter that selects: {} matches every document (to delete everything, delete every id: pipe.delete([d.id for d in pipe]))
+    """  # noqa: E501
+    node = parse_filter(filter)
+    if node is None:
+        raise InvalidInputError(
+            f"delete(filter=...) needs a filter that selects: {filter!r} matches every document "
+            "(to delete everything, delete every id: pipe.delete([d.id for d in pipe]))"
+        )
+    return node
 
 
 def empty_hits(n: int) -> list[tuple[np.ndarray, np.ndarray]]:

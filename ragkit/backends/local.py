@@ -31,7 +31,7 @@ import numpy as np
 
 from ragkit import persistence
 from ragkit._sync import RWLock
-from ragkit.backends.base import SavedBackend, Upsert, check_vectors, empty_hits
+from ragkit.backends.base import SavedBackend, Upsert, check_delete_filter, check_vectors, empty_hits
 from ragkit.errors import ConfigError, InputTypeError, IntegrityError, ReadOnlyError
 from ragkit.filters import Node, parse_filter
 from ragkit.persistence import DirLock, Manifest, storage_errors
@@ -395,6 +395,15 @@ class LocalBackend:
             self._apply(removed, [], [])
         return deleted
 
+    def delete_matching(self, filter: Node | Mapping[str, Any]) -> int:
+        node = check_delete_filter(filter)  # before the writer lock: a bad filter takes nothing
+        self.acquire_writer()
+        self._sync_index()
+        with self._lock.write():
+            deleted, removed = self._store.delete_documents(filter=node)
+            self._apply(removed, [], [])
+        return deleted
+
     def update_metadata(self, doc_id: str, metadata: Mapping[str, Any]) -> bool:
         self.acquire_writer()
         self._sync_index()
@@ -440,6 +449,11 @@ class LocalBackend:
             k = min(int(k), size)  # k far above the collection costs what the collection costs
             if not k or not len(q):
                 return empty_hits(len(q))
+            if getattr(self._index, "compressed", False):  # codes propose, the store's float32 ranks
+                from ragkit.index.rescore import search_rescored
+
+                depth, fetch = self._index.rescore, self._store.get_vectors
+                return search_rescored(self._index, q, k, depth=depth, vectors_of=fetch, allowed_ids=allowed)
             scores, ids = self._index.search(q, k, allowed_ids=allowed)
         return [(s[i >= 0], i[i >= 0]) for s, i in zip(scores, ids, strict=True)]
 

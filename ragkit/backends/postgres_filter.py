@@ -11,14 +11,16 @@ shape alone (and, for ``$in``, on whether the list is short or long):
   looks it (or each element of a list) up in a hashed set built once per statement from one JSON
   parameter, ``x IN (SELECT jsonb_array_elements(%s::jsonb))``: 100,000 values are one parameter,
   not 200,000 containment terms that each row would test;
-* ``$exists``/``$ne`` test ``metadata -> 'a' -> 'b'`` with ``text`` parameters: ``->`` with a text
+* ``$exists``/``$ne``/``$nin`` test ``metadata -> 'a' -> 'b'`` with ``text`` parameters: ``->`` with a text
   key reads object fields only (never an array position, unlike ``#>``), which is SQLite's
   ``$."a"."b"`` exactly;
 * ``$gt``/``$gte``/``$lt``/``$lte`` look at the value, or at each element of a list, comparing
   numbers as ``jsonb`` numbers (sent as JSON text: exact for every 64-bit int) and strings
   byte-wise (``COLLATE "C"``, as SQLite does).
 
-Every condition is two-valued for a ``NOT NULL`` column (never SQL NULL), so ``Not`` is a plain ``NOT``.
+Every condition is two-valued for a ``NOT NULL`` column (never SQL NULL: a missing field reaches
+only ``IS [NOT] NULL`` tests, ``COALESCE`` or a ``CASE`` that ends ``ELSE FALSE``), so ``Not`` is a
+plain ``NOT`` and matches exactly the rows its child does not.
 
 Example:
     >>> from ragkit.filters import emit_sql, parse_filter
@@ -34,9 +36,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ragkit.errors import InvalidInputError
 from ragkit.filters import Condition, Node, emit_sql
 
-__all__ = ["SHORT_IN", "postgres_where"]
+__all__ = ["MAX_PARAMS", "SHORT_IN", "postgres_where"]
+
+MAX_PARAMS = 65_535
+"""The most bind parameters one PostgreSQL statement may carry (the wire protocol's 16-bit count).
+
+Example:
+    >>> deep = ".".join("abcdefghijklmnopqrstuvwxyz")  # 26 segments: 80 parameters per comparison
+    >>> postgres_where({"$or": [{deep: {"$gt": i}} for i in range(1000)]})
+    Traceback (most recent call last):
+        ...
+    ragkit.errors.InvalidInputError: this filter needs 80000 query parameters, more than PostgreSQL's 65535: ...
+"""  # noqa: E501
 
 SHORT_IN = 32
 """The longest ``$in`` list matched by containment (GIN-indexable); longer ones use a hashed lookup.
@@ -132,6 +146,9 @@ def _condition(c: Condition, column: str, params: list[Any]) -> str:
     if c.op == "ne":
         present = _field(column, c.path, params)
         return f"({present} IS NOT NULL AND NOT {_equals(column, c.path, c.value, params)})"
+    if c.op == "nin":
+        present = _field(column, c.path, params)
+        return f"({present} IS NOT NULL AND NOT {_one_of(column, c.path, c.value, params)})"
     if c.op == "exists":
         return f"({_field(column, c.path, params)} IS {'NOT ' if c.value else ''}NULL)"
     return _compare(c, column, params)  # gt / gte / lt / lte (Condition has checked the op)
@@ -153,7 +170,9 @@ def postgres_where(node: Node | None, column: str = "c.metadata") -> tuple[str, 
 
     Raises:
         InvalidInputError: a bad filter (see :func:`ragkit.filters.parse_filter`), a tree nested
-            deeper than 64 levels, or a ``column`` that is not an identifier.
+            deeper than ``ragkit.filters`` allows, holding more than 4096 conditions or needing
+            more than 65,535 parameters (PostgreSQL's limit), or a ``column`` that is not an
+            identifier.
 
     Example:
         >>> from ragkit.filters import parse_filter
@@ -167,4 +186,9 @@ def postgres_where(node: Node | None, column: str = "c.metadata") -> tuple[str, 
     """
     params: list[Any] = []
     sql = emit_sql(node, column, lambda c, col: _condition(c, col, params), true="TRUE", false="FALSE")
+    if len(params) > MAX_PARAMS:
+        raise InvalidInputError(
+            f"this filter needs {len(params)} query parameters, more than PostgreSQL's {MAX_PARAMS}: "
+            "use fewer conditions or shorter dotted keys ($in with any number of values is one or two)"
+        )
     return sql, params

@@ -13,9 +13,11 @@ values only ever travel as bound ``?`` parameters; the SQL text depends on the t
 * ``$in`` passes its numbers as one JSON-array parameter and its strings as another, matched with
   ``je.atom IN (SELECT value FROM json_each(?))``: SQLite builds that set once per statement, so
   100,000 values cost one parameter and a lookup per element, not a 100,000-term expression;
-* ``$exists`` and ``$ne`` test ``json_type(column, path)``, which is NULL only for a missing field.
+* ``$exists``, ``$ne`` and ``$nin`` test ``json_type(column, path)``, which is NULL only for a
+  missing field (``$nin`` is "present and not ``$in``", as ``$ne`` is "present and not equal").
 
-Every condition is two-valued (never SQL NULL), so ``Not`` is a plain ``NOT``.
+Every condition is two-valued (never SQL NULL: ``IS``/``IS NOT`` tests, ``EXISTS`` and ``AND``s
+of them), so ``Not`` is a plain ``NOT`` and matches exactly the rows its child does not.
 
 Example:
     >>> import sqlite3
@@ -98,6 +100,12 @@ def _condition(c: Condition, column: str, params: list[Any]) -> str:
         params.append(_path(c.path))
         equal = _any_element(column, c.path, _equals(c.value, cond_params), cond_params, params)
         return f"(json_type({column}, ?) IS NOT NULL AND NOT {equal})"
+    if c.op == "nin":
+        params.append(_path(c.path))
+        if not c.value:
+            return f"(json_type({column}, ?) IS NOT NULL)"
+        matched = _any_element(column, c.path, _one_of(c.value, cond_params), cond_params, params)
+        return f"(json_type({column}, ?) IS NOT NULL AND NOT {matched})"
     if c.op == "exists":
         params.append(_path(c.path))
         return f"(json_type({column}, ?) IS {'NOT ' if c.value else ''}NULL)"
@@ -119,7 +127,8 @@ def sqlite_where(node: Node | None, column: str = "d.metadata") -> tuple[str, li
 
     Raises:
         InvalidInputError: a bad filter (see :func:`ragkit.filters.parse_filter`), a tree nested
-            deeper than 64 levels, or a ``column`` that is not an identifier.
+            deeper than ``ragkit.filters`` allows or holding more than 4096 conditions, or a
+            ``column`` that is not an identifier.
 
     Example:
         >>> from ragkit.filters import parse_filter

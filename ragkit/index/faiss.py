@@ -12,21 +12,20 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ragkit._deps import require
 from ragkit._sync import RWLock
-from ragkit.errors import ConfigError, InputTypeError, IntegrityError, InvalidInputError
+from ragkit.errors import ConfigError, InputTypeError, InvalidInputError
 from ragkit.index.base import as_ids, member, unit_rows
-from ragkit.index.faiss_files import FORMAT, FORMAT_VERSION, read_binary, read_sidecar, sidecar_path
-from ragkit.persistence import write_atomic
+from ragkit.index.faiss_build import build, check_compression, l2_metric, stored_vectors, train_minimum
+from ragkit.index.faiss_files import FilesMixin
+from ragkit.index.faiss_search import approx_search, exact_search
 
 __all__ = ["FaissIndex"]
 
@@ -43,13 +42,15 @@ _SPEC_KEYS = (
     "nprobe",
     "auto_threshold",
     "rebuild_ratio",
+    "compression",
+    "pq_m",
+    "rescore",
 )
-# FAISS's k-means wants at least this many training points per centroid (it warns below it).
-_MIN_POINTS_PER_CENTROID = 39
+# Candidates per hit that a compressed index hands to exact rescoring, by default (measured by
+# benchmarks/index_search.py at 100k x 1024: the recall@10 after rescoring is in benchmarks/README.md).
+_DEFAULT_RESCORE = {"int8": 10, "pq": 10}
 # A filtered HNSW/IVF search over this many allowed vectors or fewer is always computed exactly.
 _EXACT_FILTER_MIN = 2048
-# Vectors reconstructed at a time by the exact path (8192 x 1024 float32 = 32 MiB).
-_GATHER_CHUNK = 8192
 
 
 _faiss_module: Any = None
@@ -68,7 +69,7 @@ def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
-class FaissIndex:
+class FaissIndex(FilesMixin):
     """A FAISS nearest-neighbour index over L2-normalised float32 vectors with caller-given int64 ids.
 
     Vectors are scaled to unit length on the way in (a copy: the caller's array is untouched), and
@@ -89,6 +90,16 @@ class FaissIndex:
         query at dim 1024 costs about 0.12 ms per 1,000 vectors on one core, so 20,000 vectors take
         about 2.4 ms per query, and beyond that HNSW (a fraction of a millisecond, recall above
         0.95) wins by a growing factor, while below it exact search costs no build time at all.
+
+    Compression:
+        ``compression="int8"`` (``dim`` bytes a vector, 4x smaller) or ``"pq"`` (``pq_m`` bytes,
+        16x smaller by default; HNSW, IVF or auto) stores codes (:mod:`ragkit.index.faiss_build`).
+        They are trained once enough vectors are there (int8: 1,000; pq: 9,984; ``auto``: past
+        ``auto_threshold``); until then the index is exact float32 flat. A compressed index scores
+        its codes: :class:`~ragkit.backends.LocalBackend` rescores its ``k * rescore`` best
+        exactly with the store's vectors (:mod:`ragkit.index.rescore`). Tombstone rebuilds
+        re-encode the decoded vectors with the same codebooks (the very same codes), and a
+        compressed ``auto`` index never goes back to flat; with pq it grows into IVF-PQ.
 
     Deletion:
         Flat and IVF remove vectors for real. HNSW cannot: a deleted id becomes a tombstone,
@@ -124,9 +135,13 @@ class FaissIndex:
         nprobe: IVF lists visited per query (capped at ``nlist``).
         auto_threshold: live vectors above which ``kind="auto"`` uses HNSW.
         rebuild_ratio: HNSW is rebuilt when tombstones exceed this fraction of its vectors.
+        compression: ``None`` (float32), ``"int8"`` or ``"pq"``.
+        pq_m: PQ sub-quantizers (bytes per vector); must divide ``dim``. ``None``: ``dim / 4``.
+        rescore: candidates per hit for exact rescoring of a compressed index; ``None``: 10 for
+            int8 and pq.
 
     Raises:
-        ConfigError: an unknown kind or an out-of-range option.
+        ConfigError: an unknown kind or compression, or an out-of-range option.
 
     Example:
         >>> import numpy as np
@@ -149,6 +164,9 @@ class FaissIndex:
         nprobe: int = 16,
         auto_threshold: int = 20_000,
         rebuild_ratio: float = 0.2,
+        compression: str | None = None,
+        pq_m: int | None = None,
+        rescore: int | None = None,
     ) -> None:
         if kind not in _KINDS:
             raise ConfigError(f"kind must be one of {', '.join(map(repr, _KINDS))}, got {kind!r}")
@@ -167,6 +185,11 @@ class FaissIndex:
         ):
             raise ConfigError(f"rebuild_ratio must be a number in (0, 1], got {rebuild_ratio!r}")
         self._rebuild_ratio = float(rebuild_ratio)
+        self._compression = check_compression(compression, kind)
+        self._pq_m = None if pq_m is None else _check_positive_int("pq_m", pq_m)
+        if self._pq_m is not None and self._init_dim is not None and self._init_dim % self._pq_m:
+            raise ConfigError(f"pq_m must divide dim ({self._init_dim}), got {self._pq_m}")
+        self._rescore = None if rescore is None else _check_positive_int("rescore", rescore)
         self._lock = RWLock()
         self._reset()
 
@@ -179,6 +202,7 @@ class FaissIndex:
         self._live = np.empty(0, dtype=np.int64)  # sorted live ids
         self._tombs = np.empty(0, dtype=np.int64)  # sorted HNSW tombstones
         self._ivf_nlist: int | None = None  # the nlist actually trained
+        self._coded = False  # the structure holds compressed codes (not float32)
 
     # ------------------------------------------------------------------ properties
 
@@ -211,6 +235,38 @@ class FaissIndex:
             'flat'
         """
         return self._active
+
+    @property
+    def compression(self) -> str | None:
+        """The compression asked for: ``None``, ``"int8"`` or ``"pq"``.
+
+        Example:
+            >>> FaissIndex(compression="int8").compression
+            'int8'
+        """
+        return self._compression
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the structure in use holds compressed codes, so its scores need exact rescoring.
+
+        Example:
+            >>> FaissIndex(compression="int8").compressed  # exact float32 until it is trained
+            False
+        """
+        return self._coded
+
+    @property
+    def rescore(self) -> int:
+        """Candidates per hit handed to exact rescoring while :attr:`compressed` (1 without compression).
+
+        Example:
+            >>> FaissIndex(compression="pq").rescore
+            10
+        """
+        if self._rescore is not None:
+            return self._rescore
+        return _DEFAULT_RESCORE.get(self._compression or "", 1)
 
     def __len__(self) -> int:
         """The number of live vectors (tombstones not counted).
@@ -253,6 +309,9 @@ class FaissIndex:
             "nprobe": self._nprobe,
             "auto_threshold": self._auto_threshold,
             "rebuild_ratio": self._rebuild_ratio,
+            "compression": self._compression,
+            "pq_m": self._pq_m,
+            "rescore": self._rescore,
         }
 
     @classmethod
@@ -316,19 +375,18 @@ class FaissIndex:
             if len(self._tombs) and member(ids, self._tombs).any():
                 # The graph still holds the old vector under that id: purge tombstones first.
                 self._rebuild()
+            grow = self._grow_at()
             if self._index is None:
-                self._create(ids, v)
-            elif (
-                self._kind == "auto"
-                and self._active == "flat"
-                and len(self._live) + len(ids) > self._auto_threshold
-            ):
-                old_ids, old_v = self._stored_vectors()
-                logger.info(
-                    "FaissIndex: %d vectors pass auto_threshold, building HNSW", len(old_ids) + len(ids)
-                )
-                self._index = self._build("hnsw", np.concatenate([old_ids, ids]), np.concatenate([old_v, v]))
-                self._active = "hnsw"
+                staged = grow is not None and len(ids) <= grow
+                kind = "flat" if staged else self._target()
+                self._install(kind, ids, v, coded=not staged and self._compression is not None)
+            elif grow is not None and self._active == "flat" and len(self._live) + len(ids) > grow:
+                # The exact flat stage holds float32 vectors: the new structure is built from them.
+                old_ids, old_v = stored_vectors(_faiss(), self._index, "flat")
+                target = self._target()
+                logger.info("FaissIndex: %d vectors, building %s", len(old_ids) + len(ids), target)
+                all_ids, all_v = np.concatenate([old_ids, ids]), np.concatenate([old_v, v])
+                self._install(target, all_ids, all_v, coded=self._compression is not None)
             else:
                 self._index.add_with_ids(v, ids)
             self._dim = v.shape[1]
@@ -380,62 +438,57 @@ class FaissIndex:
         with self._lock.write():
             self._reset()
 
-    def _create(self, ids: np.ndarray, v: np.ndarray) -> None:
-        kind = self._active
-        if self._kind == "auto" and len(ids) > self._auto_threshold:
-            kind = "hnsw"
-        self._index = self._build(kind, ids, v)
-        self._active = kind
+    def _target(self) -> str:
+        """The structure this index grows into: for ``auto``, HNSW (IVF with pq, whose HNSW graph
+        built on PQ codes reaches a recall@10 of only 0.88 after rescoring at 100k x 1024)."""
+        if self._kind != "auto":
+            return self._kind
+        return "ivf" if self._compression == "pq" else "hnsw"
 
-    def _build(self, kind: str, ids: np.ndarray, v: np.ndarray) -> Any:
-        faiss = _faiss()
-        d = v.shape[1]
-        if kind == "flat":
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
-        elif kind == "hnsw":
-            graph = faiss.IndexHNSWFlat(d, self._hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            graph.hnsw.efConstruction = self._ef_construction
-            index = faiss.IndexIDMap2(graph)
-        else:
-            n = len(ids)
-            nlist = self._nlist or max(1, min(int(4 * math.sqrt(n)), n // _MIN_POINTS_PER_CENTROID))
-            if n < _MIN_POINTS_PER_CENTROID * nlist:
-                raise InvalidInputError(
-                    f"an IVF index trains its {nlist} centroids on its first add, which needs at least "
-                    f"{_MIN_POINTS_PER_CENTROID * nlist} vectors ({_MIN_POINTS_PER_CENTROID} per centroid), "
-                    f"got {n}: add a larger first batch, lower nlist, or use kind='auto' or 'hnsw'"
-                )
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(v)
-            # A hash-table direct map gives reconstruct-by-id (exact filtered path) and remove_ids.
-            index.set_direct_map_type(faiss.DirectMap.Hashtable)
-            self._ivf_nlist = nlist
-        if len(ids):
-            index.add_with_ids(v, ids)
-        return index
+    def _grow_at(self) -> int | None:
+        """Live vectors above which the exact flat stage becomes the target structure; ``None``: no stage."""
+        if self._coded or (self._compression is None and self._kind != "auto"):
+            return None
+        need = train_minimum(self._compression, self._target(), self._nlist)
+        return max(self._auto_threshold, need - 1) if self._kind == "auto" else need - 1
 
-    def _stored_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every (id, vector) held by a flat or HNSW index, tombstones included, as copies."""
-        faiss = _faiss()
-        inner = faiss.downcast_index(self._index.index)
-        storage = inner if self._active == "flat" else faiss.downcast_index(inner.storage)
-        n, d = storage.ntotal, storage.d
-        xb = faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d).copy() if n else np.empty((0, d))
-        return faiss.vector_to_array(self._index.id_map).astype(np.int64), xb.astype(np.float32)
+    def _install(
+        self, kind: str, ids: np.ndarray, v: np.ndarray, *, coded: bool, trained_like: Any = None
+    ) -> None:
+        index, nlist = build(
+            _faiss(),
+            kind,
+            ids,
+            v,
+            compression=self._compression if coded else None,
+            hnsw_m=self._hnsw_m,
+            ef_construction=self._ef_construction,
+            nlist=self._nlist,
+            pq_m=self._pq_m,
+            trained_like=trained_like,
+        )
+        self._index, self._active, self._coded = index, kind, coded
+        self._ivf_nlist = nlist if kind == "ivf" else self._ivf_nlist
 
     def _rebuild(self) -> None:
-        """Rebuild an HNSW index without its tombstones (as flat when ``auto`` finds it small)."""
-        ids, v = self._stored_vectors()
+        """Rebuild an HNSW index without its tombstones (as flat when ``auto`` finds it small).
+
+        A compressed graph is rebuilt from its decoded vectors with its own codebooks (re-encoding a
+        decoded vector gives back its code, so nothing degrades) and stays HNSW.
+        """
+        faiss = _faiss()
+        ids, v = stored_vectors(faiss, self._index, self._active)
         keep = ~member(ids, self._tombs)
-        kind = "flat" if self._kind == "auto" and keep.sum() <= self._auto_threshold else "hnsw"
+        trained = faiss.downcast_index(self._index.index) if self._coded else None
+        small = self._kind == "auto" and not self._coded and keep.sum() <= self._auto_threshold
+        kind = "flat" if small else "hnsw"
         logger.info(
             "FaissIndex: rebuilding %s without %d tombstones (%d live vectors)",
             kind,
             len(self._tombs),
             keep.sum(),
         )
-        self._index = self._build(kind, ids[keep], v[keep])
-        self._active = kind
+        self._install(kind, ids[keep], v[keep], coded=self._coded, trained_like=trained)
         self._tombs = np.empty(0, dtype=np.int64)
 
     # ------------------------------------------------------------------ search
@@ -504,130 +557,21 @@ class FaissIndex:
     def _approx(
         self, q: np.ndarray, k: int, cand: np.ndarray | None, n_cand: int, *, exhaustive: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
-        faiss = _faiss()
-        # Keep every selector referenced until the search returns: FAISS holds raw pointers.
-        sel = tombs = batch = None
-        if cand is not None:
-            sel = batch = faiss.IDSelectorBatch(len(cand), faiss.swig_ptr(cand))
-        elif len(self._tombs):
-            tombs = faiss.IDSelectorBatch(len(self._tombs), faiss.swig_ptr(self._tombs))
-            sel = batch = faiss.IDSelectorNot(tombs)
-        # A filter passing a fraction f of the stored vectors starves the search of hits by about
-        # 1/f, so the search is widened by that factor.
-        widen = self._index.ntotal / n_cand
-        if self._active == "hnsw":
-            ef = min(max(self._index.ntotal, k), math.ceil(max(self._ef_search, k) * widen))
-            params = faiss.SearchParametersHNSW(efSearch=ef)
-        elif self._active == "ivf":
-            nlist = self._ivf_nlist
-            nprobe = nlist if exhaustive else min(nlist, math.ceil(self._nprobe * widen))
-            params = faiss.SearchParametersIVF(nprobe=nprobe)
-        else:
-            params = faiss.SearchParameters()
-        if self._active == "ivf":  # IVF stores the caller's ids itself
-            if sel is not None:
-                params.sel = sel
-            scores, labels = self._index.search(q, k, params=params)
-        else:
-            # Search the structure inside the IndexIDMap2 and map positions to ids here: the wrapper's
-            # own label mapping is an OpenMP loop that costs milliseconds per call on a busy machine,
-            # more than the search itself.
-            if sel is not None:
-                params.sel = sel = faiss.IDSelectorTranslated(self._index.id_map, batch)
-            scores, labels = faiss.downcast_index(self._index.index).search(q, k, params=params)
-            positions = faiss.rev_swig_ptr(self._index.id_map.data(), self._index.ntotal)
-            labels = np.where(labels >= 0, positions[np.maximum(labels, 0)], -1)
-        scores[labels < 0] = -np.inf
-        return scores, labels
+        return approx_search(
+            _faiss(),
+            self._index,
+            self._active,
+            q,
+            k,
+            cand,
+            n_cand,
+            tombs=self._tombs,
+            ef_search=self._ef_search,
+            nprobe=self._nprobe,
+            nlist=self._ivf_nlist,
+            l2=self._coded and l2_metric(self._compression),
+            exhaustive=exhaustive,
+        )
 
     def _exact(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Score ``q`` against the stored vectors of ``ids`` (all live), in chunks."""
-        best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
-        best_i = np.full((len(q), k), -1, dtype=np.int64)
-        for start in range(0, len(ids), _GATHER_CHUNK):
-            chunk = ids[start : start + _GATHER_CHUNK]
-            s = np.concatenate([best_s, q @ self._index.reconstruct_batch(chunk).T], axis=1)
-            i = np.concatenate([best_i, np.broadcast_to(chunk, (len(q), len(chunk)))], axis=1)
-            top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-            best_s = np.take_along_axis(s, top, axis=1)
-            best_i = np.take_along_axis(i, top, axis=1)
-        order = np.argsort(-best_s, axis=1, kind="stable")
-        return np.take_along_axis(best_s, order, axis=1), np.take_along_axis(best_i, order, axis=1)
-
-    # ------------------------------------------------------------------ persistence
-
-    def save(self, path: str | Path) -> None:
-        """Write the index to ``path`` (FAISS binary) and ``path + ".json"`` (the sidecar).
-
-        Each file is replaced atomically, the sidecar last; it records the binary's size and
-        structure (kind, counts, tombstones), so a crash between the two or a truncated file is
-        caught by :meth:`load`. Content checksums are the caller's layer: a saved pipeline's
-        manifest records the sha256 of both files (:mod:`ragkit.persistence`).
-
-        Example:
-            >>> import numpy as np, tempfile, os
-            >>> index = FaissIndex()
-            >>> index.add([1], np.float32([[1, 0]]))
-            >>> path = os.path.join(tempfile.mkdtemp(), "index.faiss")
-            >>> index.save(path)
-            >>> copy = FaissIndex()
-            >>> copy.load(path)
-            >>> copy.ids().tolist()
-            [1]
-        """
-        path = Path(path)
-        if path.is_dir():
-            raise InvalidInputError(f"save takes a file path, {path} is a directory")
-        with self._lock.read():
-            faiss = _faiss()
-            if self._index is None:
-                write_atomic(path, lambda tmp: tmp.write_bytes(b""))
-            else:
-                write_atomic(path, lambda tmp: faiss.write_index(self._index, str(tmp)))
-            sidecar = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "spec": self.spec(),
-                "active_kind": self._active,
-                "ivf_nlist": self._ivf_nlist,
-                "ntotal": 0 if self._index is None else int(self._index.ntotal),
-                "live": len(self._live),
-                "tombstones": self._tombs.tolist(),
-                "bytes": path.stat().st_size,
-            }
-            text = json.dumps(sidecar, indent=1)
-            write_atomic(sidecar_path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-    def load(self, path: str | Path) -> None:
-        """Replace this index's contents (and kind, parameters, dim) with a saved one.
-
-        Raises:
-            FileNotFoundError: ``path`` does not exist.
-            IntegrityError: the sidecar is missing or unreadable, or the binary's size, type or
-                counts do not match it (a truncated or corrupted file).
-
-        Example:
-            >>> import numpy as np, tempfile, os
-            >>> path = os.path.join(tempfile.mkdtemp(), "index.faiss")
-            >>> FaissIndex("flat", dim=2).save(path)
-            >>> index = FaissIndex()
-            >>> index.load(path)
-            >>> index.kind, index.dim
-            ('flat', 2)
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no FAISS index at {path}")
-        meta = read_sidecar(path)
-        size = path.stat().st_size
-        if size != meta["bytes"]:
-            raise IntegrityError(f"{path} has {size} bytes, its sidecar says {meta['bytes']}: truncated?")
-        try:
-            fresh = FaissIndex.from_spec(meta["spec"])
-        except (ConfigError, InputTypeError, TypeError) as e:
-            raise IntegrityError(f"the sidecar of {path} holds an invalid spec: {e}") from e
-        index, active, live, tombs = read_binary(path, meta, fresh.dim, _faiss if size else None)
-        with self._lock.write():
-            self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_lock"})
-            self._index, self._active, self._live, self._tombs = index, active, live, tombs
-            self._ivf_nlist = meta["ivf_nlist"]
+        return exact_search(self._index, q, k, ids)

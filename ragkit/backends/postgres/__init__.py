@@ -73,6 +73,17 @@ class PostgresBackend(ReadsMixin, WritesMixin, SearchMixin):
         and scores are computed from it). Above 4,000 (Qwen3-Embedding-8B's 4,096) HNSW is refused:
         use a Matryoshka ``dim`` of at most 4,000 on the embedder, or ``index="exact"``.
 
+    Compression:
+        ``compression="halfvec"`` (2 bytes a dimension, the same as ``halfvec=True``) or ``"bit"``
+        (one bit a dimension, 32x smaller than float32: ``binary_quantize(embedding)::bit(dim)``
+        with ``bit_hamming_ops``, pgvector 0.7+, any dimension up to 16,000) builds the HNSW index
+        on a compressed copy of the vectors while the table keeps float32. A search takes the
+        ``k * rescore`` nearest candidates by the compressed distance (filters applied before that
+        cut) and re-orders them by the exact ``embedding <=> query`` in the same statement, so
+        scores are exact; short results are recomputed exactly as always. Fixed for the table when
+        its index is built: ``compression=None`` uses whatever index the table has, and another
+        explicit value than the table's raises :class:`~ragkit.errors.ConfigError`.
+
     Bulk loads:
         pgvector inserts into an HNSW graph one vector at a time (a few hundred per second per
         core at dim 384), while ``CREATE INDEX`` builds it in bulk, in parallel, several times
@@ -114,6 +125,9 @@ class PostgresBackend(ReadsMixin, WritesMixin, SearchMixin):
         pool_size: the most connections this instance opens.
         statement_timeout: seconds after which PostgreSQL cancels a statement (``None``: the
             server's setting). Index builds are exempt.
+        compression: ``None``, ``"halfvec"`` or ``"bit"``: what the HNSW index holds (see above).
+        rescore: candidates per hit that a compressed (halfvec or bit) index hands to the exact
+            re-ordering (1..1000; the candidates are capped at 1,000).
         read_only: no DDL, no writes (:class:`~ragkit.errors.ReadOnlyError`); sessions are
             read-only too.
 
@@ -147,6 +161,8 @@ class PostgresBackend(ReadsMixin, WritesMixin, SearchMixin):
         max_scan_tuples: int = 20_000,
         pool_size: int = 4,
         statement_timeout: float | None = 60.0,
+        compression: str | None = None,
+        rescore: int = 4,
         read_only: bool = False,
     ) -> None:
         self._db = None  # type: ignore[assignment]  # close() and __del__ work however far __init__ got
@@ -163,6 +179,8 @@ class PostgresBackend(ReadsMixin, WritesMixin, SearchMixin):
             max_scan_tuples=max_scan_tuples,
             pool_size=pool_size,
             statement_timeout=statement_timeout,
+            compression=compression,
+            rescore=rescore,
         )
         self._init(options, read_only=bool(read_only))
 

@@ -27,6 +27,7 @@ import numpy as np
 from ragkit.errors import ConfigError, IntegrityError
 
 __all__ = [
+    "COMPRESSIONS",
     "INDEXES",
     "MAX_DIM",
     "MAX_EF_SEARCH",
@@ -40,6 +41,8 @@ __all__ = [
 logger = logging.getLogger("ragkit")
 
 INDEXES = ("hnsw", "exact")
+# HNSW over compressed copies of the float32 column: 2 bytes per dimension, or 1 bit (binary_quantize).
+COMPRESSIONS = ("halfvec", "bit")
 # pgvector's limits: the vector type holds 16,000 dimensions; HNSW indexes 2,000 (vector) / 4,000 (halfvec).
 MAX_DIM = 16_000
 MAX_HNSW_VECTOR = 2_000
@@ -71,6 +74,8 @@ class Options:
     max_scan_tuples: int = 20_000
     pool_size: int = 4
     statement_timeout: float | None = 60.0
+    compression: str | None = None
+    rescore: int = 4
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Options))
@@ -112,6 +117,19 @@ def make_options(dsn: Any, **kwargs: Any) -> Options:
         raise ConfigError(f"halfvec must be True, False or None, got {o.halfvec!r}")
     if o.halfvec and o.index == "exact":
         raise ConfigError("halfvec=True applies to the HNSW index; index='exact' reads the float32 vectors")
+    if o.compression is not None and o.compression not in COMPRESSIONS:
+        raise ConfigError(
+            f"compression must be None or one of {', '.join(map(repr, COMPRESSIONS))}, got {o.compression!r}"
+        )
+    if o.compression is not None and o.index == "exact":
+        raise ConfigError(f"compression={o.compression!r} applies to the HNSW index; index='exact' has none")
+    halfvec = o.halfvec
+    if o.compression == "halfvec":
+        if o.halfvec is False:
+            raise ConfigError("compression='halfvec' contradicts halfvec=False")
+        halfvec = True
+    if o.compression == "bit" and o.halfvec:
+        raise ConfigError("compression='bit' indexes bits, not halfvec: leave halfvec=None")
     if o.language is not None and (not isinstance(o.language, str) or not _LANGUAGE_RE.match(o.language)):
         raise ConfigError(
             f"language must name a text-search configuration such as 'english', got {o.language!r}"
@@ -130,6 +148,8 @@ def make_options(dsn: Any, **kwargs: Any) -> Options:
         max_scan_tuples=_int("max_scan_tuples", o.max_scan_tuples, 1),
         pool_size=_int("pool_size", o.pool_size, 1, 1000),
         statement_timeout=None if timeout is None else float(timeout),
+        halfvec=halfvec,
+        rescore=_int("rescore", o.rescore, 1, MAX_EF_SEARCH),
     )
 
 

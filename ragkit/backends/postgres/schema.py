@@ -70,6 +70,7 @@ class Schema:
         self.requested_dim = options.dim
         self.dim: int | None = None
         self.halfvec = False
+        self.bit = False  # the HNSW index is on binary_quantize(embedding)::bit(dim)
         self.hnsw_ready = False
         self.language = "english"
         self.pgvector_version: tuple[int, ...] = (0,)
@@ -118,8 +119,8 @@ class Schema:
 
     def hnsw_halfvec(self, dim: int) -> bool:
         """Whether the HNSW index of a ``dim``-dimensional table is built on halfvec; raise if impossible."""
-        if self.options.index != "hnsw":
-            return False
+        if self.options.index != "hnsw" or self.options.compression == "bit":
+            return False  # bit: HNSW holds 64,000 dimensions, more than the vector type's 16,000
         if dim > MAX_HNSW_HALFVEC:
             raise ConfigError(
                 f"pgvector's HNSW index holds at most {MAX_HNSW_HALFVEC} dimensions (as halfvec), these "
@@ -132,6 +133,11 @@ class Schema:
                 f"{dim}: leave halfvec=None (half-precision index) or lower the embedder's dim"
             )
         return dim > MAX_HNSW_VECTOR if self.options.halfvec is None else self.options.halfvec
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the HNSW index holds a lossy copy of the vectors (halfvec or bit), to be rescored."""
+        return self.halfvec or self.bit
 
     def forget_dim(self) -> None:
         """Another process changed the dimension: re-read it on next use."""
@@ -194,6 +200,8 @@ class Schema:
         self.pgvector_version = _version(row[0])
         if self.options.index == "hnsw" and self.pgvector_version < (0, 5, 0):
             raise ConfigError(f"index='hnsw' needs pgvector >= 0.5 (the server has {row[0]}): upgrade it")
+        if self.options.compression == "bit" and self.pgvector_version < (0, 7, 0):
+            raise ConfigError(f"compression='bit' needs pgvector >= 0.7 (the server has {row[0]})")
         if not self.iterative_scans:
             logger.warning(
                 "pgvector %s has no iterative index scans (0.8+): filtered searches on %s run exactly",
@@ -298,7 +306,7 @@ class Schema:
                 f"table {self.table!r} holds {dim}-dimensional vectors, not {self.requested_dim}: "
                 "vectors of different sizes come from different embedders; use another table, or reindex"
             )
-        if dim is not None:
+        if dim is not None and not (hnsw or {}).get("bit"):
             self.hnsw_halfvec(dim)
         self.dim = dim
         exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [self.qualified("hnsw")]).fetchone()[0]
@@ -307,6 +315,14 @@ class Schema:
         if self.hnsw_ready:
             assert hnsw is not None
             self.halfvec = bool(hnsw["halfvec"])
+            self.bit = bool(hnsw.get("bit", False))
+            built = "bit" if self.bit else "halfvec" if self.halfvec else None
+            wanted = self.options.compression
+            if index == "hnsw" and wanted is not None and wanted != built:
+                raise ConfigError(
+                    f"table {self.table!r} has an HNSW index with compression={built!r}, not {wanted!r}: "
+                    "leave compression=None to use it, or use another table (the index is built once)"
+                )
             if index == "hnsw" and self.options.halfvec is not None and self.options.halfvec != self.halfvec:
                 raise ConfigError(
                     f"table {self.table!r} has an HNSW index with halfvec={self.halfvec}: leave halfvec=None"
@@ -344,14 +360,16 @@ class Schema:
             self.ensure_hnsw(conn)
 
     def hnsw_ddl(self, halfvec: bool, dim: int) -> Any:
-        """``CREATE INDEX`` of the HNSW graph, on ``embedding`` or on ``embedding::halfvec(dim)``."""
+        """``CREATE INDEX`` of the HNSW graph: on ``embedding``, ``embedding::halfvec(dim)``, or its sign
+        bits ``binary_quantize(embedding)::bit(dim)`` (Hamming distance) for ``compression="bit"``."""
         from psycopg import sql
 
-        column = (
-            sql.SQL("(embedding::halfvec({})) halfvec_cosine_ops").format(sql.Literal(dim))
-            if halfvec
-            else sql.SQL("embedding vector_cosine_ops")
-        )
+        if self.options.compression == "bit":
+            column = sql.SQL("(binary_quantize(embedding)::bit({})) bit_hamming_ops").format(sql.Literal(dim))
+        elif halfvec:
+            column = sql.SQL("(embedding::halfvec({})) halfvec_cosine_ops").format(sql.Literal(dim))
+        else:
+            column = sql.SQL("embedding vector_cosine_ops")
         return self.sql(
             "CREATE INDEX IF NOT EXISTS {hnsw} ON {chunks} USING hnsw ({column}) "
             "WITH (m = {m}, ef_construction = {efc})",
@@ -365,9 +383,12 @@ class Schema:
         halfvec = self.hnsw_halfvec(dim)
         conn.execute("SELECT set_config('statement_timeout', '0', true)")  # index builds are exempt
         conn.execute(self.hnsw_ddl(halfvec, dim))
+        bit = self.options.compression == "bit"
         layout = {"m": self.options.m, "ef_construction": self.options.ef_construction, "halfvec": halfvec}
+        if bit:
+            layout["bit"] = True
         self.upsert_meta(conn, "hnsw", json.dumps(layout))
-        self.hnsw_ready, self.halfvec = True, halfvec
+        self.hnsw_ready, self.halfvec, self.bit = True, halfvec, bit
 
     def ensure_hnsw(self, conn: Any) -> None:
         """Build the HNSW index if the table has none (in bulk: much faster than row-by-row inserts)."""

@@ -71,25 +71,30 @@ class SearchMixin:
         from psycopg import sql
 
         schema = self._schema
-        halfvec = hnsw and schema.halfvec
-        key = (halfvec, schema.dim if halfvec else None, where, explain)
+        coded = "bit" if hnsw and schema.bit else "halfvec" if hnsw and schema.halfvec else None
+        key = (coded, schema.dim if coded else None, where, explain)
         text = schema.statements.get(key)
         if text is None:
-            if halfvec:
-                # The ORDER BY must match the index expression for the planner to walk HNSW.
-                order = sql.SQL("(c.embedding::halfvec({d})) <=> (%s::vector::halfvec({d}))").format(
-                    d=sql.Literal(schema.dim)
-                )
+            # The ORDER BY must match the index expression for the planner to walk HNSW.
+            d = sql.Literal(schema.dim)
+            if coded == "bit":
+                order = sql.SQL("(binary_quantize(c.embedding)::bit({d})) <~> binary_quantize(%s::vector)")
+            elif coded == "halfvec":
+                order = sql.SQL("(c.embedding::halfvec({d})) <=> (%s::vector::halfvec({d}))")
             else:
                 order = sql.SQL("distance")
             statement = (
-                sql.SQL("EXPLAIN " if explain else "")
-                + schema.sql("SELECT c.vid, c.embedding <=> %s AS distance FROM {chunks} c WHERE ")
+                schema.sql("SELECT c.vid, c.embedding <=> %s AS distance FROM {chunks} c WHERE ")
                 + sql.SQL(where)
                 + sql.SQL(" ORDER BY ")
-                + order
+                + order.format(d=d)
                 + sql.SQL(" LIMIT %s")
             )
+            if coded:
+                # The compressed index proposes k * rescore candidates; their float32 distance ranks them.
+                statement = sql.SQL("SELECT vid, distance FROM (") + statement
+                statement += sql.SQL(") r ORDER BY distance, vid LIMIT %s")
+            statement = sql.SQL("EXPLAIN " if explain else "") + statement
             text = statement.as_string(conn)
             if len(schema.statements) >= 256:  # filters of many shapes: keep the cache bounded
                 schema.statements.clear()
@@ -101,8 +106,10 @@ class SearchMixin:
     ) -> list[_Hits]:
         schema = self._schema
         settings: list[str] = []
+        coded = hnsw and schema.compressed
+        width = min(MAX_EF_SEARCH, k * schema.options.rescore) if coded else k
         if hnsw:
-            settings += ["hnsw.ef_search", str(min(MAX_EF_SEARCH, max(schema.options.ef_search, k)))]
+            settings += ["hnsw.ef_search", str(min(MAX_EF_SEARCH, max(schema.options.ef_search, width)))]
             if schema.iterative_scans:
                 settings += ["hnsw.iterative_scan", "relaxed_order"]
                 settings += ["hnsw.max_scan_tuples", str(schema.options.max_scan_tuples)]
@@ -111,18 +118,20 @@ class SearchMixin:
             # and btree indexes stay available to the filter).
             settings += ["enable_indexscan", "off"]
         configure = "SELECT " + ", ".join(["set_config(%s, %s, true)"] * (len(settings) // 2))
-        extra = hnsw and schema.halfvec
+        extra = [max(width, k)] if coded else []  # the candidates' LIMIT, before the final one
         # Transaction-local settings (safe behind PgBouncer's transaction pooling). One query is
         # sent plainly; several are pipelined (one round trip for all of them).
         with self._db.connection() as conn, conn.transaction():
             statement = self._statement(conn, hnsw, where, explain)
             conn.execute(configure, settings)
             if len(q) == 1:
-                args = [q[0], *params, *([q[0]] if extra else []), k]
+                args = [q[0], *params, *([q[0], *extra] if coded else []), k]
                 return [conn.execute(statement, args, binary=not explain).fetchall()]
             with conn.pipeline():
                 cursors = [
-                    conn.execute(statement, [vec, *params, *([vec] if extra else []), k], binary=not explain)
+                    conn.execute(
+                        statement, [vec, *params, *([vec, *extra] if coded else []), k], binary=not explain
+                    )
                     for vec in q
                 ]
             return [cur.fetchall() for cur in cursors]

@@ -9,6 +9,8 @@ Example:
     >>> backend.write([Upsert(doc, chunks, vectors)], {"other-doc": {"lang": "en"}})  # doctest: +SKIP
     >>> backend.delete(["other-doc"])                                                  # doctest: +SKIP
     1
+    >>> backend.delete_matching({"lang": {"$nin": ["en", "de"]}})                     # doctest: +SKIP
+    3
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from ragkit.backends.base import Upsert, check_vectors
+from ragkit.backends.base import Upsert, check_delete_filter, check_vectors
 from ragkit.backends.postgres.checks import as_vids, check_mapping, check_str_list, check_text
 from ragkit.backends.postgres.connection import Database
 from ragkit.backends.postgres.schema import RESERVED_META, Schema
+from ragkit.backends.postgres_filter import postgres_where
 from ragkit.errors import IndexMismatchError, InputTypeError, IntegrityError, InvalidInputError
-from ragkit.filters import check_metadata
+from ragkit.filters import Node, check_metadata
 from ragkit.store import text_hash
 
 __all__ = ["WritesMixin"]
@@ -238,6 +241,43 @@ class WritesMixin:
             schema = self._schema
             conn.execute(schema.sql("SELECT id FROM {docs} WHERE id = ANY(%s) ORDER BY id FOR UPDATE"), [ids])
             conn.execute(schema.sql("DELETE FROM {chunks} WHERE doc_id = ANY(%s)"), [ids])
+            return int(conn.execute(schema.sql("DELETE FROM {docs} WHERE id = ANY(%s)"), [ids]).rowcount)
+
+        return self._db.write_tx(body)
+
+    def delete_matching(self, filter: Node | Mapping[str, Any]) -> int:
+        """Delete every document whose metadata matches ``filter``, with its chunks (one
+        transaction); returns how many. Documents without chunks are matched too: the filter
+        reads the documents table (its ``json`` metadata read as ``jsonb``, row by row).
+
+        Raises:
+            InvalidInputError: a bad filter, or one that matches everything by construction
+                (:func:`~ragkit.backends.base.check_delete_filter`).
+            ReadOnlyError: opened with ``read_only=True``.
+
+        Example:
+            >>> backend.delete_matching({"$or": [{"lang": "de"}, {"year": {"$lt": 2000}}]})  # doctest: +SKIP
+            14
+        """
+        from psycopg import sql
+
+        node = check_delete_filter(filter)
+        self._db.check_writable()
+        where, params = postgres_where(node, column="m.metadata")
+        schema = self._schema
+        select = (
+            schema.sql("SELECT d.id FROM {docs} d, LATERAL (SELECT d.metadata::jsonb AS metadata) m WHERE ")
+            + sql.SQL(where)
+            + sql.SQL(" ORDER BY d.id FOR UPDATE OF d")
+        )
+
+        def body(conn: Any) -> int:
+            ids = [r[0] for r in conn.execute(select, params)]  # locked in id order, as delete() does
+            _hook("matching-selected")
+            if not ids:
+                return 0
+            conn.execute(schema.sql("DELETE FROM {chunks} WHERE doc_id = ANY(%s)"), [ids])
+            _hook("matching-chunks-deleted")
             return int(conn.execute(schema.sql("DELETE FROM {docs} WHERE id = ANY(%s)"), [ids]).rowcount)
 
         return self._db.write_tx(body)
