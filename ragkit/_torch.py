@@ -5,6 +5,7 @@ Imported only by modules that already need torch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -25,6 +26,36 @@ _DTYPES = {
     "fp16": "float16",
     "half": "float16",
 }
+
+
+@contextlib.contextmanager
+def quiet_loading(show_progress: bool | None = None) -> Iterator[None]:
+    """While a model loads: no "Loading weights" bar from transformers unless ``show_progress`` is
+    True, and no log lines from torchao (GPU-only kernels it cannot load on a CPU machine).
+
+    transformers imports torchao while loading any model when it is installed, so this wraps loading
+    too. Both settings are restored afterwards (they are process-wide in those libraries).
+    """
+    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
+    bars = None
+    if show_progress is not True:
+        try:
+            from transformers.utils import logging as hf_logging
+
+            bars = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+        except ImportError:  # transformers missing: the caller's require() says so
+            bars = None
+    try:
+        yield
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def torch_module(purpose: str):

@@ -62,7 +62,13 @@ def _read_documents(paths: Sequence[str]) -> Iterator[Any]:
 def _embedder(name: str, dim: int | None) -> Any:
     from ragkit.demo import load_embedder
 
-    return load_embedder(name, dim=dim)
+    # "auto" falls back to the offline MiniLM without the hub: every command says so (on stderr).
+    return load_embedder(name, dim=dim, announce=sys.stderr)
+
+
+def _dump(payload: Any) -> None:
+    json.dump(payload, sys.stdout, ensure_ascii=False, indent=2)
+    _say()
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -77,13 +83,18 @@ def _cmd_index(args: argparse.Namespace) -> int:
         )
     else:
         pipe = Pipeline(_embedder(args.embedder, args.dim))
-    result = pipe.add(_read_documents(args.paths), show_progress=not args.quiet)
+    documents = list(_read_documents(args.paths))  # a list: the progress bar knows the total
+    result = pipe.add(documents, show_progress=not (args.quiet or args.json))
     pipe.save(out)
-    _say(
-        f"{out}: {len(pipe)} documents, {pipe.backend.count_chunks()} chunks "
-        f"(+{result.added} new, {result.updated} updated, {result.unchanged} unchanged, "
-        f"{result.embedded} chunks embedded)"
-    )
+    chunks = pipe.backend.count_chunks()
+    if args.json:
+        _dump({"index": str(out), "documents": len(pipe), "chunks": chunks, **result.model_dump()})
+    else:
+        _say(
+            f"{out}: {len(pipe)} documents, {chunks} chunks "
+            f"(+{result.added} new, {result.updated} updated, {result.unchanged} unchanged, "
+            f"{result.embedded} chunks embedded)"
+        )
     pipe.close()
     return 0
 
@@ -125,13 +136,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         alpha=args.alpha,
     )
     if args.json:
-        payload = {
-            "query": results.query,
-            "timings": results.timings,
-            "hits": [h.model_dump() for h in results],
-        }
-        json.dump(payload, sys.stdout, ensure_ascii=False, indent=2)
-        _say()
+        _dump({"query": results.query, "timings": results.timings, "hits": [h.model_dump() for h in results]})
     else:
         _print_hits(results, sys.stdout)
     pipe.close()
@@ -145,13 +150,36 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset)
     reranker = None
     if args.reranker:
-        from ragkit.rerankers import Qwen3Reranker
+        from ragkit.demo import load_reranker
 
-        reranker = Qwen3Reranker(args.reranker)
-    pipe = Pipeline(_embedder(args.embedder, args.dim), reranker=reranker)
-    pipe.add(dataset.corpus, show_progress=not args.quiet)
-    report = evaluate(pipe, dataset, modes=[m.strip() for m in args.modes.split(",") if m.strip()], k=args.k)
-    _say(report.to_markdown() if args.markdown else str(report))
+        reranker = load_reranker(args.reranker)
+    # No query-embedding cache: every mode embeds its own queries, so queries/s compare like with like.
+    options: dict[str, Any] = {"reranker": reranker, "query_cache_size": 0}
+    if args.index:
+        embedder = None if args.embedder == "auto" else _embedder(args.embedder, args.dim)
+        pipe = Pipeline.load(
+            args.index, embedder=embedder, read_only=True, trust_hosts=args.trust_hosts, **options
+        )
+        sample = [d.id for d in dataset.corpus[:50]]
+        if not any(pipe.get(doc_id) is not None for doc_id in sample):
+            pipe.close()
+            raise RagkitError(
+                f"{args.index} does not hold {dataset.name}'s documents (none of its first {len(sample)} "
+                "ids): index the collection's corpus there first, or leave out --index"
+            )
+    else:
+        pipe = Pipeline(_embedder(args.embedder, args.dim), **options)
+        pipe.add(dataset.corpus, show_progress=not (args.quiet or args.json))
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    ks = [c for c in (1, 3, 10) if c < args.k] + [args.k]  # cut-offs up to -k (-k 5: 1, 3, 5)
+    report = evaluate(
+        pipe, dataset, modes=modes, k=args.k, ks=ks, show_progress=not (args.quiet or args.json)
+    )
+    if args.json:
+        _dump(report.to_dict())
+    else:
+        _say(report.to_markdown() if args.markdown else str(report))
+        _say("queries/s: search time per mode with the query cache off (each mode embeds its queries)")
     pipe.close()
     return 0
 
@@ -168,11 +196,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(embedder=args.embedder, reranker=args.reranker, offline=args.offline)
 
 
+def _common(p: argparse.ArgumentParser) -> None:
+    """Options every subcommand accepts, before or after its name."""
+    p.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log what ragkit does (INFO)"
+    )
+
+
+def _trust(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-hosts",
+        action="store_true",
+        help="let the index connect where its manifest says (remote models, PostgreSQL); off by default",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ragkit", description="Retrieval for RAG: index, search, evaluate, serve."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what ragkit does")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what ragkit does (INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -185,45 +228,61 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension of a Qwen3 embedder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--trust-hosts",
-        action="store_true",
-        help="let the index connect where its manifest says (remote models, PostgreSQL); off by default",
-    )
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    _trust(p)
+    _common(p)
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="search an index directory")
     p.add_argument("index", help="the index directory")
-    p.add_argument("query")
+    p.add_argument("query", help="the question")
     p.add_argument("-k", type=int, default=5, help="how many hits (default 5)")
-    p.add_argument("--mode", default="dense", choices=["dense", "lexical", "hybrid"])
+    p.add_argument(
+        "--mode",
+        default="dense",
+        choices=["dense", "lexical", "hybrid"],
+        help="retrieval mode (default dense)",
+    )
     p.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"lang": "en"}\'')
     p.add_argument("--candidates", type=int, default=None, help="first-stage depth before reranking")
     p.add_argument(
-        "--diversity", type=float, default=None, help="MMR λ in [0, 1]: 0 relevance order, larger more diverse"
+        "--diversity",
+        type=float,
+        default=None,
+        help="MMR λ in [0, 1]: 0 relevance order, larger more diverse",
     )
     p.add_argument("--fusion", choices=["rrf", "convex"], default=None, help="hybrid mode's fusion")
     p.add_argument("--alpha", type=float, default=None, help="convex fusion's weight of the dense side")
     p.add_argument("--embedder", default="auto", help="'auto' rebuilds the embedder saved with the index")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument(
-        "--trust-hosts",
-        action="store_true",
-        help="let the index connect where its manifest says (remote models, PostgreSQL); off by default",
-    )
+    _trust(p)
+    _common(p)
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("eval", help="evaluate retrieval on a BEIR or SMART (e.g. CISI) dataset directory")
     p.add_argument(
-        "dataset", help="a BEIR directory (corpus.jsonl, queries.jsonl, qrels/) or a SMART collection"
+        "dataset",
+        help="a BEIR directory (corpus.jsonl, queries.jsonl, qrels/), a SMART collection or a hub id",
     )
-    p.add_argument("--embedder", default="auto")
-    p.add_argument("--dim", type=int, default=None)
-    p.add_argument("--reranker", default=None, help="a Qwen3-Reranker hub id or directory")
-    p.add_argument("--modes", default="dense,lexical,hybrid")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--markdown", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument(
+        "--index", metavar="DIR", help="a saved index of the dataset's corpus to evaluate (no re-embedding)"
+    )
+    p.add_argument(
+        "--embedder",
+        default="auto",
+        help="hub id, local directory, or 'auto' (Qwen3 0.6B, else MiniLM; with --index: the saved one)",
+    )
+    p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension of a Qwen3 embedder")
+    p.add_argument("--reranker", default=None, help="a Qwen3-Reranker hub id or directory (default: none)")
+    p.add_argument(
+        "--modes", default="dense,lexical,hybrid", help="comma-separated modes to compare (default all three)"
+    )
+    p.add_argument("-k", type=int, default=10, help="documents retrieved per query; metrics cut there")
+    p.add_argument("--markdown", action="store_true", help="print the report as a Markdown table")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _trust(p)
+    _common(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
@@ -235,8 +294,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", default="auto", help="hub id, local directory, or 'auto'")
     p.add_argument("--reranker", default="auto", help="hub id, local directory, 'auto' or 'none'")
     p.add_argument("--offline", action="store_true", help="do not try the model hub")
+    _common(p)
     p.set_defaults(func=_cmd_demo)
     return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Warnings from everyone; ragkit's own INFO with ``-v``. Third-party INFO/DEBUG (faiss's loader,
+    bm25s, transformers) stays off either way."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ragkit").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,13 +314,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return _cmd_serve(argparse.Namespace(), argv[1:])
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except RagkitError as e:
-        _say(f"ragkit {args.command}: error: {e}", sys.stderr)
+    except (RagkitError, OSError) as e:
+        # OSError: a model or file that is not there (transformers says so with an OSError).
+        # -v shows the traceback too.
+        if args.verbose:
+            logger.exception("ragkit %s failed", args.command)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        _say(f"ragkit {args.command}: error: {first}", sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

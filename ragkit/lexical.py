@@ -382,7 +382,13 @@ class BM25Index:
 def _bm25s() -> Any:
     from ragkit._deps import require
 
-    return require("bm25s", purpose="lexical (BM25) search")
+    module = require("bm25s", purpose="lexical (BM25) search")
+    # bm25s pins its logger at DEBUG when imported, so every build printed "Building index from IDs"
+    # through the root handler; NOTSET lets the application's logging configuration decide.
+    bm25s_logger = logging.getLogger("bm25s")
+    if bm25s_logger.level == logging.DEBUG:
+        bm25s_logger.setLevel(logging.NOTSET)
+    return module
 
 
 def _check_k(k: Any) -> int:

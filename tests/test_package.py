@@ -193,6 +193,7 @@ def test_every_public_module_has_an_explicit_sorted_all(module):
         "ragkit.index.rescore",
         "ragkit.persistence",
         "ragkit.store",
+        "ragkit.testsets",
         "ragkit.types",
     ],
 )

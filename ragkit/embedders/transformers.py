@@ -13,20 +13,20 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ragkit._deps import require
+from ragkit.embedders.aliases import alias_of, resolve_model
 from ragkit.embedders.base import DEFAULT_QWEN3_TASK, canonical_model_name, check_texts, l2_normalize
 from ragkit.errors import ConfigError, InputTooLongError, InputTypeError, InvalidInputError, RagkitWarning
 
@@ -195,26 +195,11 @@ def _is_decoder(config: Any) -> bool:
     )
 
 
-@contextlib.contextmanager
-def _quiet_torchao() -> Iterator[None]:
-    """Silence what importing torchao logs on CPU machines (GPU-only kernels it cannot load).
-
-    transformers imports torchao while loading any model when it is installed, so this wraps loading too.
-    """
-    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [q.level for q in quiet]
-    for q in quiet:
-        q.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for q, level in zip(quiet, levels, strict=True):
-            q.setLevel(level)
-
-
 def _quantize_int8(net: Any) -> None:
     """int8 weights (per channel) and dynamic int8 activations (per token) for every linear layer."""
-    with _quiet_torchao():
+    from ragkit._torch import quiet_loading
+
+    with quiet_loading():
         require("torchao", purpose="quantize='int8'")
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
         from torchao.quantization.quant_primitives import MappingType
@@ -315,6 +300,7 @@ class TransformersEmbedder:
 
         from ragkit._torch import (
             attn_implementation,
+            quiet_loading,
             resolve_device,
             resolve_dtype,
             torch_module,
@@ -325,18 +311,25 @@ class TransformersEmbedder:
         require("transformers", purpose="local embedders")
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        local = Path(os.fspath(model)).expanduser()
-        self._model_ref = str(local.resolve()) if local.is_dir() else os.fspath(model)
+        # _model_ref is what the spec records (an alias stays an alias, so a saved index is portable);
+        # source is where this machine loads it from.
+        alias = alias_of(model)
+        if alias is not None:
+            self._model_ref = alias
+            source = resolve_model(alias)
+        else:
+            local = Path(os.fspath(model)).expanduser()
+            self._model_ref = source = str(local.resolve()) if local.is_dir() else os.fspath(model)
         self._revision = revision
         self._quantize = quantize
         self._on_truncate = on_truncate
         self._show_progress = show_progress
 
-        layout = _read_layout(self._model_ref, revision, local_files_only)
+        layout = _read_layout(source, revision, local_files_only)
         hub_kwargs: dict[str, Any] = {"revision": revision, "local_files_only": local_files_only}
         if layout.subfolder:
             hub_kwargs["subfolder"] = layout.subfolder
-        config = AutoConfig.from_pretrained(self._model_ref, **hub_kwargs)
+        config = AutoConfig.from_pretrained(source, **hub_kwargs)
 
         # Pooling, normalisation and templates: explicit > sentence-transformers layout > model kind.
         if pooling == "auto":
@@ -388,16 +381,16 @@ class TransformersEmbedder:
             self._device.type, _FALLBACK_BATCH_TOKENS
         )
 
-        self._tokenizer = AutoTokenizer.from_pretrained(self._model_ref, **hub_kwargs)
+        self._tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
         self._init_tokens(config, max_length if max_length is not None else layout.max_seq_length)
 
         impl = attn_implementation(self._device)
         if impl == "flash_attention_2" and self._dtype not in (torch.float16, torch.bfloat16):
             impl = "sdpa"  # flash-attention kernels exist for 16-bit types only
         try:
-            with _quiet_torchao():
+            with quiet_loading(self._show_progress):
                 net = AutoModel.from_pretrained(
-                    self._model_ref, dtype=self._dtype, attn_implementation=impl, **hub_kwargs
+                    source, dtype=self._dtype, attn_implementation=impl, **hub_kwargs
                 )
         except (ValueError, ImportError) as e:
             if impl == "eager":
@@ -406,9 +399,10 @@ class TransformersEmbedder:
                 "%s does not support attn_implementation=%r (%s); using eager attention", model, impl, e
             )
             impl = "eager"
-            net = AutoModel.from_pretrained(
-                self._model_ref, dtype=self._dtype, attn_implementation=impl, **hub_kwargs
-            )
+            with quiet_loading(self._show_progress):
+                net = AutoModel.from_pretrained(
+                    source, dtype=self._dtype, attn_implementation=impl, **hub_kwargs
+                )
         self._attn = impl
         net = net.to(self._device).eval()
         self._net = net

@@ -164,6 +164,7 @@ class Qwen3Reranker:
     ) -> None:
         from ragkit._torch import (
             attn_implementation,
+            quiet_loading,
             resolve_device,
             resolve_dtype,
             torch_module,
@@ -218,9 +219,10 @@ class Qwen3Reranker:
         self._no_id = _single_token_id(tokenizer, "no", model)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-        causal = transformers.AutoModelForCausalLM.from_pretrained(
-            model, dtype=self._dtype, attn_implementation=attn_implementation(self._device), **load
-        )
+        with quiet_loading(show_progress):
+            causal = transformers.AutoModelForCausalLM.from_pretrained(
+                model, dtype=self._dtype, attn_implementation=attn_implementation(self._device), **load
+            )
         head = causal.get_output_embeddings()
         if head is None:
             raise ConfigError(f"{model!r} has no language-model head: it is not a Qwen3-Reranker")
