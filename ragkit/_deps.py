@@ -23,6 +23,8 @@ _EXTRAS = {
     "torchao": "int8",
     "llama_index": "llama-index",
     "langchain_core": "langchain",
+    "pandas": "notebook",
+    "matplotlib": "notebook",
 }
 
 

@@ -265,6 +265,9 @@ class EvaluationReport(BaseModel):
         ]
         return header, body
 
+    def __repr__(self) -> str:  # the table, not pydantic's one-line dump of every float
+        return str(self)
+
     def _title(self) -> str:
         queries = max((r.queries for r in self.rows), default=0)
         return f"{self.dataset}: {queries} queries, {self.documents} documents"
@@ -294,6 +297,70 @@ class EvaluationReport(BaseModel):
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
 
+    def plot(self, metrics: Sequence[str] | str | None = None, *, ax: Any = None) -> Any:
+        """A grouped bar chart: one group per metric, one bar per system (matplotlib).
+
+        Args:
+            metrics: the metrics to show; ``None`` is every ``ndcg@*`` and ``recall@*`` of the rows.
+            ax: a matplotlib ``Axes`` to draw on; ``None`` makes a new figure.
+
+        Returns:
+            The ``Axes``.
+
+        Raises:
+            MissingDependencyError: matplotlib is not installed (``pip install 'ragkit[notebook]'``).
+
+        Example:
+            >>> report.plot(["ndcg@10", "recall@10"])  # doctest: +SKIP
+        """
+        plt = _pyplot()
+        names = self._metric_names(metrics)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(names) * max(1, len(self.rows)) / 2), 3.5))
+        width = 0.8 / max(1, len(self.rows))
+        for i, row in enumerate(self.rows):
+            xs = [j + (i - (len(self.rows) - 1) / 2) * width for j in range(len(names))]
+            ax.bar(xs, [row.metrics.get(m, 0.0) for m in names], width, label=row.name)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_ylabel("score")
+        ax.set_title(self._title())
+        ax.legend(fontsize="small")
+        return ax
+
+    def plot_tradeoff(self, metric: str = "ndcg@10", *, ax: Any = None) -> Any:
+        """Quality against speed: ``metric`` over queries per second (log scale), one point per system.
+
+        Returns:
+            The matplotlib ``Axes``.
+
+        Example:
+            >>> report.plot_tradeoff("ndcg@10")  # doctest: +SKIP
+        """
+        plt = _pyplot()
+        (name,) = self._metric_names([metric])
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5.0, 3.5))
+        for row in self.rows:
+            ax.scatter(row.queries_per_second, row.metrics.get(name, 0.0), label=row.name)
+            ax.annotate(row.name, (row.queries_per_second, row.metrics.get(name, 0.0)), fontsize="small")
+        ax.set_xscale("log")
+        ax.set_xlabel("queries/s (log scale)")
+        ax.set_ylabel(name)
+        ax.set_title(self._title())
+        return ax
+
+    def _metric_names(self, metrics: Sequence[str] | str | None) -> list[str]:
+        known: list[str] = []
+        for r in self.rows:
+            known += [m for m in r.metrics if m not in known]
+        if metrics is None:
+            return [m for m in known if m.startswith(("ndcg@", "recall@"))] or known
+        names = [metrics] if isinstance(metrics, str) else list(metrics)
+        unknown = [m for m in names if m not in known]
+        if unknown or not names:
+            raise InvalidInputError(f"unknown metrics {unknown or names}: the report has {known}")
+        return names
+
     def _repr_html_(self) -> str:
         header, body = self._table()
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -302,6 +369,15 @@ class EvaluationReport(BaseModel):
             f"<p><b>{html.escape(self._title())}</b></p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
         )
+
+
+def _pyplot() -> Any:
+    from ragkit._deps import require
+
+    require("matplotlib", purpose="EvaluationReport.plot()")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def evaluate(

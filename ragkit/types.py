@@ -161,9 +161,30 @@ class Hit(Chunk):
             raise ValueError(f"Hit.score must be finite, got {self.score}")
         return self
 
+    def __repr__(self) -> str:
+        from ragkit.display import snippet
+
+        stages = "".join(
+            f", {name}={value:.4f}"
+            for name in ("dense_score", "lexical_score", "fused_score", "rerank_score")
+            if (value := getattr(self, name)) is not None
+        )
+        return (
+            f"Hit(rank={self.rank}, score={self.score:.4f}{stages}, id={self.id!r}, "
+            f"text={snippet(self.text, 40)!r})"
+        )
+
+    def _repr_html_(self) -> str:
+        from ragkit.display import hits_html
+
+        return hits_html([self])
+
 
 class SearchResults(list[Hit]):
     """The hits of one query, best first, with the query and the seconds each stage took.
+
+    Prints as a short table (one line per hit), renders as an HTML table in Jupyter, and converts
+    with :meth:`to_records` / :meth:`to_pandas`.
 
     Example:
         >>> res = SearchResults([], query="q", timings={"embed": 0.01})
@@ -179,7 +200,41 @@ class SearchResults(list[Hit]):
         self.timings: dict[str, float] = dict(timings or {})
 
     def __repr__(self) -> str:
-        return f"SearchResults(query={self.query!r}, hits={list.__repr__(self)}, timings={self.timings})"
+        from ragkit.display import results_repr
+
+        return results_repr(self)
+
+    def _repr_html_(self) -> str:
+        from ragkit.display import hits_html
+
+        return hits_html(self, query=self.query, timings=self.timings)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One dict per hit (rank, ids, every stage's score, offsets, text, metadata).
+
+        Example:
+            >>> SearchResults([], query="q").to_records()
+            []
+        """
+        from ragkit.display import hit_records
+
+        return hit_records(self)
+
+    def to_pandas(self) -> Any:
+        """The hits as a ``pandas.DataFrame``, one row per hit (:meth:`to_records`).
+
+        Raises:
+            MissingDependencyError: pandas is not installed (``pip install 'ragkit[notebook]'``).
+
+        Example:
+            >>> hits.to_pandas()[["rank", "doc_id", "score"]]  # doctest: +SKIP
+        """
+        from ragkit._deps import require
+
+        pandas = require("pandas", purpose="SearchResults.to_pandas()")
+        columns = ["rank", "id", "doc_id", "score", "dense_score", "lexical_score", "fused_score"]
+        columns += ["rerank_score", "start", "end", "text", "metadata"]
+        return pandas.DataFrame(self.to_records(), columns=columns)
 
 
 class AddResult(BaseModel):

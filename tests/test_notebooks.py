@@ -83,3 +83,8 @@ def test_saved_notebook_has_outputs(name):
     assert path.stat().st_size < 400_000, "keep saved notebooks small (figure size, dpi)"
     if name == "evaluation.ipynb":
         assert _images(nb) >= 3  # the modes bar chart, the Matryoshka curve, the flat/HNSW trade-off
+        assert any("report.plot(" in c.source for c in code)  # the library's plot, not a hand-made one
+    else:  # hits render as ragkit's own table, not through a helper the notebook defines
+        tables = [o for o in _outputs(nb) if "<table><caption>" in o.get("data", {}).get("text/html", "")]
+        assert len(tables) >= 3
+    assert not [c.source for c in code if "def show(" in c.source]

@@ -181,6 +181,7 @@ def test_every_public_module_has_an_explicit_sorted_all(module):
         "ragkit.backends.postgres_filter",
         "ragkit.backends.sqlite_filter",
         "ragkit.components",
+        "ragkit.display",
         "ragkit.diversity",
         "ragkit.filter_tree",
         "ragkit.filters",
