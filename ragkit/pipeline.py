@@ -270,6 +270,9 @@ class Pipeline(Retrieval, Persistence):
             for batch in _iter_batches(documents, size):
                 result.merge(self._add_batch([to_document(d) for d in batch]))
                 bar.update(len(batch))
+                elapsed = bar.format_dict.get("elapsed") or 0.0
+                rate = f"{result.chunks / elapsed:.1f}" if elapsed > 0 else "?"
+                bar.set_postfix_str(f"{result.chunks} chunks, {rate} chunks/s", refresh=False)
         return result
 
     def _add_batch(self, docs: list[Document]) -> AddResult:

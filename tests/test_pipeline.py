@@ -375,3 +375,12 @@ def test_import_ragkit_is_light():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_add_progress_bar_shows_the_total_and_chunks_per_second(capsys):
+    pipe = Pipeline(HashEmbedder(), chunker=RecursiveChunker(200, 20))
+    pipe.add([f"document number {i}" for i in range(150)], show_progress=True, batch_size=64)
+    err = capsys.readouterr().err
+    assert "150/150" in err and "150 chunks" in err and "chunks/s" in err
+    pipe.add((f"generated {i}" for i in range(5)), show_progress=False)  # a generator: no total, no bar
+    assert capsys.readouterr().err == ""
