@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ragkit.index import FaissIndex  # noqa: E402
 from ragkit.index.faiss_build import code_bytes  # noqa: E402
+from ragkit.index.flat_scoring import blas_info, flat_scorer  # noqa: E402
 from ragkit.index.rescore import search_rescored  # noqa: E402
 
 COMPRESSED = {"hnsw-int8": ("hnsw", "int8"), "hnsw-pq": ("hnsw", "pq"), "ivf-pq": ("ivf", "pq")}
@@ -164,7 +165,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['recall']:.3f} |"
         )
     params = [f"{r['method']}: {r['params']}" for r in results["rows"] if r.get("params")]
-    lines += ["", "Parameters (FaissIndex defaults): " + "; ".join(params), ""]
+    m = results["machine"]
+    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})" for b in m.get("blas", []))
+    lines += [
+        "",
+        "Parameters (FaissIndex defaults): " + "; ".join(params),
+        "",
+        f"CPU: {m.get('cpu_model')} (flags: {', '.join(m.get('cpu_flags', []))}). Libraries: {blas}. "
+        f"Exact flat search scored with: {m.get('flat_scorer')} (measured at start-up).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -187,6 +197,33 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if "numpy" not in args.methods:
         args.methods.insert(0, "numpy")  # the peer and the ground truth
     return args
+
+
+def cpu_model_and_flags() -> dict[str, Any]:
+    """The CPU model and the SIMD/matrix flags that decide kernels (from /proc/cpuinfo on Linux)."""
+    wanted = (
+        "avx2",
+        "avx512f",
+        "avx512_bf16",
+        "avx512_vnni",
+        "amx_bf16",
+        "amx_int8",
+        "amx_tile",
+        "neon",
+        "sve",
+    )
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu_model": platform.processor() or platform.machine(), "cpu_flags": []}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), ""
+    )
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags |= set(line.split(":", 1)[1].split())
+    return {"cpu_model": model, "cpu_flags": sorted(f for f in wanted if f in flags)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -226,6 +263,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "faiss": faiss.__version__,
             "load_before": load_before,
             "load_after": round(os.getloadavg()[0], 2),
+            **cpu_model_and_flags(),
+            "blas": blas_info(),
+            "flat_scorer": flat_scorer(faiss, args.dim),
         },
         "rows": rows,
     }

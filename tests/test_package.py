@@ -191,6 +191,7 @@ def test_every_public_module_has_an_explicit_sorted_all(module):
         "ragkit.index.faiss_build",
         "ragkit.index.faiss_files",
         "ragkit.index.faiss_search",
+        "ragkit.index.flat_scoring",
         "ragkit.index.rescore",
         "ragkit.persistence",
         "ragkit.store",

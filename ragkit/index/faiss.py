@@ -26,6 +26,7 @@ from ragkit.index.base import as_ids, member, unit_rows
 from ragkit.index.faiss_build import build, check_compression, l2_metric, stored_vectors, train_minimum
 from ragkit.index.faiss_files import FilesMixin
 from ragkit.index.faiss_search import approx_search, exact_search
+from ragkit.index.flat_scoring import flat_scorer, numpy_flat_search
 
 __all__ = ["FaissIndex"]
 
@@ -78,7 +79,9 @@ class FaissIndex(FilesMixin):
     when others are deleted.
 
     Kinds:
-        ``"flat"``: exact search, every query compares against every vector.
+        ``"flat"``: exact search, every query compares against every vector (float32 rows are
+        scored through numpy's BLAS when that measured faster than FAISS's bundled one on this
+        machine: :mod:`ragkit.index.flat_scoring`).
         ``"hnsw"``: a graph (``IndexHNSWFlat``); approximate, fast at any size, slower to build.
         ``"ivf"``: inverted lists (``IndexIVFFlat``); ``nlist`` centroids are trained by k-means on
         the vectors of the first ``add``, which must hold at least 39 vectors per centroid (FAISS's
@@ -557,8 +560,16 @@ class FaissIndex(FilesMixin):
     def _approx(
         self, q: np.ndarray, k: int, cand: np.ndarray | None, n_cand: int, *, exhaustive: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _faiss()
+        if self._active == "flat" and not self._coded and flat_scorer(faiss, q.shape[1]) == "numpy":
+            # The flat float32 rows, read in place, through numpy's BLAS (measured faster here).
+            n = self._index.ntotal
+            rows = faiss.rev_swig_ptr(faiss.downcast_index(self._index.index).get_xb(), n * q.shape[1])
+            ids = faiss.rev_swig_ptr(self._index.id_map.data(), n)
+            allowed = None if cand is None else member(ids, cand)
+            return numpy_flat_search(rows.reshape(n, q.shape[1]), ids, q, k, allowed)
         return approx_search(
-            _faiss(),
+            faiss,
             self._index,
             self._active,
             q,
