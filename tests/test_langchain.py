@@ -1,7 +1,7 @@
 """The LangChain adapters (ragkit.integrations.langchain): embeddings both ways, the vector store (round
 trips, filters, scores, MMR, async), the retriever, the reranking compressor, a RAG chain on a fake LLM,
 and the import error that names the extra. LangChain's own standard suites run apart (tests_langchain/,
-see .ci/test)."""
+see .ci/run)."""
 
 from __future__ import annotations
 
