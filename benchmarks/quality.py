@@ -76,7 +76,7 @@ def run_ragkit(dataset: RetrievalDataset, model_dir: Path, args: argparse.Namesp
     from ragkit.embedders import TransformersEmbedder
 
     t = time.perf_counter()
-    embedder = TransformersEmbedder(model_dir, pooling="auto", device=args.device)
+    embedder = TransformersEmbedder(model_dir, pooling="auto", device=args.device, dtype=args.dtype)
     chunker = RecursiveChunker.for_embedder(embedder, chunk_size=args.chunk_size, overlap=args.overlap)
     # No query-embedding cache for the measured rows: each mode embeds its queries itself, so that
     # queries/s compare fairly with the peers (the cache would serve hybrid the vectors of dense).
@@ -104,7 +104,13 @@ def run_ragkit(dataset: RetrievalDataset, model_dir: Path, args: argparse.Namesp
         "index_seconds": report.index_seconds,
         "chunks": pipe.backend.count_chunks(),
         "chunker": chunker.spec(),
-        "embedder": {"pooling": embedder.pooling, "dim": embedder.dim, "max_length": embedder.max_length},
+        "embedder": {
+            "pooling": embedder.pooling,
+            "dim": embedder.dim,
+            "max_length": embedder.max_length,
+            "dtype": str(embedder.dtype),
+            "runtime": repr(getattr(embedder, "runtime", None)),
+        },
         "rrf_k": pipe.rrf_k,
         "fusion": pipe.fusion,
         "alpha": pipe.alpha,
@@ -293,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--device", default="cpu", help="torch device for both embedders ('auto', 'cuda', ...)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="ragkit embedder precision: 'auto' (ragkit's default), 'float32', 'bfloat16'",
     )
     parser.add_argument(
         "--rrf-k", type=int, default=None, help="RRF constant of ragkit hybrid (default: ragkit's)"
