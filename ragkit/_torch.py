@@ -91,31 +91,49 @@ def resolve_device(device: str | Any = "auto") -> Any:
     return dev
 
 
-def resolve_dtype(dtype: str | Any, device: Any) -> Any:
-    """``"auto"`` → bf16 on a CUDA device that supports it (else fp16), float32 elsewhere.
-
-    float32 on CPU: bf16 without AMX ran 3.5x slower on the reference machine and float16 on CPU is
-    numerically unsafe, so an explicit float16 on CPU raises.
+def resolve_dtype(dtype: str | Any, device: Any, *, cpu_bfloat16: bool = False) -> Any:
+    """The torch dtype for ``dtype`` on ``device`` (see :func:`dtype_choice`); ``"auto"`` keeps float32 on
+    CPU unless ``cpu_bfloat16``.
 
     Example:
         >>> import torch
         >>> resolve_dtype("auto", torch.device("cpu"))
         torch.float32
     """
+    return dtype_choice(dtype, device, cpu_bfloat16=cpu_bfloat16)[0]
+
+
+def dtype_choice(dtype: str | Any, device: Any, *, cpu_bfloat16: bool = True) -> tuple[Any, str]:
+    """The torch dtype for ``dtype`` on ``device``, and why: ``"auto"`` follows
+    :func:`ragkit.runtime.auto_dtype` (bfloat16 on CUDA and on CPUs with native bfloat16 matrix units,
+    float32 elsewhere; ``cpu_bfloat16=False`` keeps float32 on every CPU). An explicit dtype wins;
+    float16 on CPU raises (numerically unsafe there).
+
+    Example:
+        >>> import torch
+        >>> dtype_choice("float32", torch.device("cpu"))
+        (torch.float32, 'explicit dtype')
+    """
+    from ragkit.runtime import auto_dtype
+
     torch = torch_module("local models")
     if isinstance(dtype, torch.dtype):
         resolved = dtype
     elif dtype is None or dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+        name, reason = auto_dtype(
+            device.type,
+            cuda_bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+            onednn=torch.backends.mkldnn.is_available(),
+            cpu_bfloat16=cpu_bfloat16,
+        )
+        return getattr(torch, name), reason
     elif isinstance(dtype, str) and dtype.lower() in _DTYPES:
         resolved = getattr(torch, _DTYPES[dtype.lower()])
     else:
         raise ConfigError(f"unknown dtype {dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'")
     if resolved == torch.float16 and device.type == "cpu":
         raise ConfigError("dtype=float16 is not supported on CPU (unstable); use 'float32' or 'bfloat16'")
-    return resolved
+    return resolved, "explicit dtype"
 
 
 def attn_implementation(device: Any) -> str:
@@ -208,17 +226,13 @@ def run_with_oom_retry(
             pending.extend(reversed([[batch[j] for j in b] for b in sub]))
 
 
-def use_onednn_linears(net: Any, probe: Callable[[], Any]) -> bool:
-    """Run the float32 ``nn.Linear`` layers of ``net`` through oneDNN on CPU, when that changes no result.
+def swap_onednn_linears(net: Any, probe: Callable[[], Any]) -> bool:
+    """Run the float32 ``nn.Linear`` layers of ``net`` through oneDNN, unless that changes a result.
 
-    torch's CPU matmul goes to MKL, which on AMD processors runs far below the machine's peak (0.6B-width
-    layers: 96 vs 209 GFLOP/s on one core of the reference EPYC; 1.8-1.9x end to end for the Qwen3
-    embedder and reranker). oneDNN computes the same float32 products from weights packed once.
-    ``probe()`` runs a fixed input through ``net`` and returns an array: it runs before and after the swap,
-    and the swap is undone if the outputs differ or oneDNN fails. Returns whether the swap was kept.
-
-    Same technique as the embedder's ``_OneDNNLinear`` (ragkit/embedders/transformers.py), which can
-    move here.
+    Whether oneDNN is faster is decided before, by measurement (:func:`ragkit.runtime.probe_fp32_kernel`);
+    this only makes the swap safe. ``probe()`` runs a fixed input through ``net`` and returns an array: it
+    runs before and after the swap, and the swap is undone if the outputs differ or oneDNN fails. oneDNN
+    computes the same float32 products from weights packed once. Returns whether the swap was kept.
     """
     import numpy as np
 
@@ -255,3 +269,13 @@ def use_onednn_linears(net: Any, probe: Callable[[], Any]) -> bool:
         for parent, child, module in swapped:
             setattr(parent, child, module)
     return ok and bool(swapped)
+
+
+def fp32_linear_shapes(net: Any) -> list[tuple[int, int]]:
+    """``(in_features, out_features)`` of every float32 ``nn.Linear`` of ``net``, one entry per layer."""
+    torch = torch_module("local models")
+    return [
+        (m.in_features, m.out_features)
+        for m in net.modules()
+        if type(m) is torch.nn.Linear and m.weight.dtype == torch.float32
+    ]

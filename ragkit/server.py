@@ -1479,7 +1479,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N, mps (default: auto)"
     )
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16 (default: auto)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto, float32, bfloat16, float16 (default: auto: bf16 on CUDA, and for embedders on CPUs with "
+        "AMX or AVX512-BF16; float32 elsewhere)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads of this process, for a shared machine (default: torch's, at most the usable "
+        "CPUs)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -1514,6 +1527,10 @@ def serve_main(argv: list[str] | None = None) -> int:
         logger.addHandler(handler)
     logger.setLevel(args.log_level.upper())
     try:
+        if args.threads is not None:
+            from ragkit.runtime import set_threads
+
+            set_threads(args.threads)
         app = create_app(
             args.embedder,
             args.reranker,

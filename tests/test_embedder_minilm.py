@@ -42,7 +42,7 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
-    return TransformersEmbedder(minilm_dir, device="cpu", on_truncate="ignore")
+    return TransformersEmbedder(minilm_dir, device="cpu", dtype="float32", on_truncate="ignore")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_equals_sentence_transformers(minilm, st_vectors):
 
 
 def test_long_text_is_truncated_with_a_warning(minilm_dir, st_vectors):
-    emb = TransformersEmbedder(minilm_dir, device="cpu", max_batch_tokens=300)
+    emb = TransformersEmbedder(minilm_dir, device="cpu", dtype="float32", max_batch_tokens=300)
     assert emb.count_tokens(TEXTS[-1]) == 302  # [CLS] + 300 words + [SEP]
     assert emb.count_tokens("") == 2
     with pytest.warns(RagkitWarning, match="1 of 6 texts exceed max_length=256"):
@@ -152,3 +152,45 @@ def test_int8_stays_close_to_float32(minilm_dir, minilm):
     assert cosines(got, minilm.embed_documents(TEXTS)).min() >= 0.99
     with pytest.raises(ConfigError, match="int8"):
         TransformersEmbedder(minilm_dir, quantize="int8", dtype="bfloat16")
+
+
+MORE_TEXTS = [
+    "What is the capital of France?",
+    "The Eiffel Tower was completed in 1889 for the World's Fair.",
+    "def mean(xs):\n    return sum(xs) / len(xs)",
+    "SELECT name, COUNT(*) FROM users GROUP BY name HAVING COUNT(*) > 1;",
+    "1, 2, 3, 5, 8, 13, 21, 34, 55, 89",
+    "Das Wetter in Berlin ist heute sonnig und warm.",
+    "a",
+    "!!!???...",
+    "The mitochondria is the powerhouse of the cell. " * 8,
+    "URL: https://example.com/path?query=1&x=%20y",
+]
+
+
+def test_bfloat16_stays_within_0999_cosine_of_float32(minilm_dir, minilm):
+    bf16 = TransformersEmbedder(minilm_dir, device="cpu", dtype="bfloat16", on_truncate="ignore")
+    assert str(bf16.dtype) == "torch.bfloat16" and bf16.runtime.dtype == "bfloat16"
+    assert bf16.runtime.kernels == "default"  # the oneDNN float32 swap is for float32 only
+    texts = TEXTS + MORE_TEXTS
+    got = bf16.embed_documents(texts)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)  # normalised in float32
+    assert cosines(got, minilm.embed_documents(texts)).min() >= 0.999
+    # Comparable vectors: float32 and bfloat16 share a fingerprint (and a spec); int8 has its own.
+    assert bf16.fingerprint == minilm.fingerprint and bf16.spec() == minilm.spec()
+
+
+def test_auto_dtype_follows_the_cpu_rule(minilm_dir, monkeypatch):
+    import ragkit.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    amx = TransformersEmbedder(minilm_dir, device="cpu")
+    assert amx.runtime.dtype == "bfloat16" and "amx_bf16" in amx.runtime.reasons[0]
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    plain = TransformersEmbedder(minilm_dir, device="cpu")
+    assert plain.runtime.dtype == "float32" and plain.runtime.kernels in ("mkl", "onednn")
+    # An explicit dtype wins over the rule; int8 starts from float32 whatever the flags say.
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    assert TransformersEmbedder(minilm_dir, device="cpu", dtype="float32").runtime.dtype == "float32"
+    assert TransformersEmbedder(minilm_dir, quantize="int8").runtime.kernels == "int8"

@@ -391,10 +391,10 @@ def test_fingerprint_and_spec(qwen3_reranker_dir, rr):
 
 
 def test_resolved_settings(rr):
-    assert rr.device.type == "cpu" and rr.dtype == torch.float32
-    # float32 on CPU runs the linear layers through oneDNN where it is built in (checked on a probe at load;
-    # the comparisons with the model card above run on those layers).
-    assert rr._onednn == torch.backends.mkldnn.is_available()
+    # dtype="auto" keeps float32 on every CPU for the reranker (bf16 moved scores past the 1e-2 bar).
+    assert rr.device.type == "cpu" and rr.dtype == torch.float32 and rr.runtime.dtype == "float32"
+    assert rr.runtime.kernels in ("mkl", "onednn") and rr.runtime.threads == torch.get_num_threads()
+    assert rr.runtime.kernels in repr(rr)
     assert rr.max_length == 8192 and rr.instruction == CARD_INSTRUCTION
     assert "Qwen3Reranker(" in repr(rr)
     assert rr.count_tokens("") == 0 and rr.count_tokens("Paris is the capital") >= 1
@@ -419,6 +419,8 @@ def test_max_length_too_small_for_the_fixed_parts(qwen3_reranker_dir, reference)
         {"max_length": True},
         {"max_batch_tokens": 0},
         {"device": "tpu9"},
+        {"kernels": "blas"},
+        {"dtype": "float16", "device": "cpu"},
     ],
 )
 def test_bad_settings_raise_config_error(qwen3_reranker_dir, kwargs):
@@ -494,3 +496,31 @@ def test_benchmark_quick_run(tmp_path):
     for name in ("ragkit", "sentence_transformers"):
         assert result["max_abs_diff_vs_reference"][name] <= TOL
     assert (out / "rerank_throughput.md").read_text().startswith("#")
+
+
+def test_auto_dtype_stays_float32_on_a_bf16_cpu(qwen3_reranker_dir, reference, monkeypatch):
+    import ragkit.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "avx512_bf16"}))
+    rr = Qwen3Reranker(str(qwen3_reranker_dir), device="cpu")
+    assert rr.runtime.dtype == "float32" and "float32 for this model" in rr.runtime.reasons[0]
+    assert np.abs(rr.score(QUERY, DOCS) - reference.scores(QUERY, DOCS)).max() <= TOL
+
+
+def test_bfloat16_on_request_keeps_the_score_math_in_float32(qwen3_reranker_dir, rr):
+    bf16 = Qwen3Reranker(str(qwen3_reranker_dir), device="cpu", dtype="bfloat16")
+    assert bf16.runtime.dtype == "bfloat16" and bf16.runtime.kernels == "default"
+    assert bf16._direction.dtype == torch.float32  # the yes/no direction; the sigmoid runs in float64
+    got = bf16.score(QUERY, DOCS)
+    assert got.dtype == np.float32 and ((got >= 0) & (got <= 1)).all()
+    # Random tiny weights: a loose bound only (the 0.6B-width evidence is benchmarks/reranker_bf16_check.py).
+    assert np.abs(got - rr.score(QUERY, DOCS)).max() <= 0.1
+    assert bf16.fingerprint == rr.fingerprint
+
+
+@pytest.mark.parametrize("kernels", ["mkl", "onednn"])
+def test_explicit_kernels_match_the_model_card(qwen3_reranker_dir, reference, kernels):
+    rr = Qwen3Reranker(str(qwen3_reranker_dir), device="cpu", kernels=kernels)
+    want = kernels if torch.backends.mkldnn.is_available() else "mkl"
+    assert rr.runtime.kernels == want and f"kernels={kernels}" in rr.runtime.reasons[-1]
+    assert np.abs(rr.score(QUERY, DOCS) - reference.scores(QUERY, DOCS)).max() <= TOL

@@ -67,7 +67,9 @@ def local(qwen3_embedding_dir, qwen3_reranker_dir):
     from ragkit.embedders import Qwen3Embedder
     from ragkit.rerankers import Qwen3Reranker
 
-    emb = Qwen3Embedder(str(qwen3_embedding_dir), device="cpu", on_truncate="ignore")
+    # float32: the checks below compare served vectors with these to 1e-4, whatever the batch composition
+    # (bfloat16 results move by ~1e-3 with it).
+    emb = Qwen3Embedder(str(qwen3_embedding_dir), device="cpu", dtype="float32", on_truncate="ignore")
     rr = Qwen3Reranker(str(qwen3_reranker_dir), device="cpu")
     return emb, rr
 
@@ -92,6 +94,7 @@ def server(qwen3_embedding_dir, qwen3_reranker_dir, index_dir):
         index=index_dir,
         api_keys=[KEY, "second-key"],
         device="cpu",
+        dtype="float32",
         **LIMITS,
     )
     with BackgroundServer(app) as srv:
@@ -545,3 +548,22 @@ def test_load_no_crosstalk_with_bad_requests_alongside(server, local, names, cap
             f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
             f"{served / (worker.batches - batches):.1f} requests per model call"
         )
+
+
+def test_serve_threads_option_caps_torch_threads(tmp_path, monkeypatch):
+    import logging
+
+    import ragkit.runtime as runtime
+    from ragkit.server import serve_main
+
+    real = runtime.set_threads
+    seen: list[int] = []
+    monkeypatch.setattr(runtime, "set_threads", lambda n: seen.append(n) or n)
+    ragkit_logger = logging.getLogger("ragkit")
+    monkeypatch.setattr(ragkit_logger, "level", ragkit_logger.level)  # serve_main sets it; restored after
+    missing = str(tmp_path / "no-model")
+    argv = ["--embedder", missing, "--port", "0", "--log-level", "critical"]
+    assert serve_main(argv + ["--threads", "1"]) == 1  # the model is missing; the threads were set first
+    assert seen == [1]
+    monkeypatch.setattr(runtime, "set_threads", real)
+    assert serve_main(argv + ["--threads", "0"]) == 1  # a ConfigError, logged: no server

@@ -13,10 +13,8 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -25,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from ragkit._deps import require
+from ragkit.embedders._framing import check_template, fill, frame_tokens, is_decoder, positive_int
 from ragkit.embedders.aliases import alias_of, resolve_model
 from ragkit.embedders.base import DEFAULT_QWEN3_TASK, canonical_model_name, check_texts, l2_normalize
+from ragkit.embedders.st_layout import read_layout
 from ragkit.errors import ConfigError, InputTooLongError, InputTypeError, InvalidInputError, RagkitWarning
+from ragkit.runtime import Runtime
 
 __all__ = ["QWEN3_QUERY_TEMPLATE", "Qwen3Embedder", "TransformersEmbedder"]
 
@@ -39,22 +39,6 @@ QWEN3_QUERY_TEMPLATE = "Instruct: {instruction}\nQuery:{text}"
 
 _POOLINGS = ("auto", "last", "mean", "cls")
 _ON_TRUNCATE = ("warn", "error", "ignore")
-_QUANTIZE = (None, "int8")
-
-# sentence-transformers pooling modes that ragkit computes, by their names in 1_Pooling/config.json.
-_ST_POOLING = {"lasttoken": "last", "mean": "mean", "cls": "cls"}
-_ST_LEGACY_POOLING = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-    "pooling_mode_weightedmean_tokens": "weightedmean",
-    "pooling_mode_lasttoken": "lasttoken",
-}
-
-# Model families whose last-token embeddings are defined on inputs ending in <|endoftext|> (the Qwen3-
-# Embedding reference; gte-Qwen2 follows the same rule). Data, not code: add a family here.
-_END_OF_TEXT = {"qwen2": "<|endoftext|>", "qwen3": "<|endoftext|>"}
 
 # Token budget per batch (padded tokens) when max_batch_tokens is not given. On CPU, throughput was flat
 # from 1k to 16k tokens per batch (0.6B width, one thread), a few per cent better at the low end where
@@ -71,143 +55,6 @@ _FALLBACK_MAX_PADDING = 0.25
 # Above this many full batches' worth of tokens a progress bar appears by default (stderr a terminal).
 _PROGRESS_MIN_BATCHES = 8
 
-_SLOT = re.compile(r"\{(text|instruction)\}")
-
-
-def _fill(template: str, text: str, instruction: str | None) -> str:
-    # One pass, so braces inside the text or the instruction are never read as placeholders.
-    return _SLOT.sub(lambda m: text if m.group(1) == "text" else (instruction or ""), template)
-
-
-def _check_template(template: str | None, what: str) -> str | None:
-    if template is None:
-        return None
-    if not isinstance(template, str):
-        raise ConfigError(f"{what} must be a str holding '{{text}}', got {type(template).__name__}")
-    if "{text}" not in template:
-        raise ConfigError(f"{what}={template!r} has no '{{text}}' placeholder")
-    return template
-
-
-def _positive_int(value: Any, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be a positive int or None, got {value!r}")
-    return value
-
-
-class _Layout:
-    """What a sentence-transformers directory says: module folder, pooling, normalisation, lengths."""
-
-    def __init__(self) -> None:
-        self.present = False
-        self.subfolder = ""
-        self.pooling: str | None = None
-        self.unsupported_pooling: Any = None
-        self.normalize = False
-        self.max_seq_length: int | None = None
-        self.do_lower_case = False
-        self.prompts: dict[str, str] = {}
-
-
-def _fetch(model: str, filename: str, revision: str | None, local_files_only: bool) -> Path | None:
-    """The local path of ``filename`` in a model directory or hub repo, or ``None`` when it has none."""
-    if Path(model).is_dir():
-        path = Path(model) / filename
-        return path if path.is_file() else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-    )
-
-    try:
-        return Path(hf_hub_download(model, filename, revision=revision, local_files_only=local_files_only))
-    except (EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled, HFValidationError):
-        # Absent, or not in the cache while offline: loading the weights below gives the real error.
-        return None
-
-
-def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _read_layout(model: str, revision: str | None, local_files_only: bool) -> _Layout:
-    layout = _Layout()
-    modules_path = _fetch(model, "modules.json", revision, local_files_only)
-    if modules_path is None:
-        return layout
-    layout.present = True
-    for module in _read_json(modules_path):
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        folder = str(module.get("path", "")).strip("/")
-        if kind == "Transformer":
-            layout.subfolder = folder
-            cfg_name = f"{folder}/sentence_bert_config.json" if folder else "sentence_bert_config.json"
-            cfg_path = _fetch(model, cfg_name, revision, local_files_only)
-            if cfg_path is not None:
-                cfg = _read_json(cfg_path)
-                layout.max_seq_length = cfg.get("max_seq_length")
-                layout.do_lower_case = bool(cfg.get("do_lower_case", False))
-        elif kind == "Pooling":
-            cfg_path = _fetch(model, f"{folder}/config.json", revision, local_files_only)
-            cfg = _read_json(cfg_path) if cfg_path is not None else {}
-            mode = cfg.get("pooling_mode")
-            if mode is None:
-                active = [m for k, m in _ST_LEGACY_POOLING.items() if cfg.get(k)]
-                mode = active if len(active) != 1 else active[0]
-            if isinstance(mode, list) and len(mode) == 1:
-                mode = mode[0]
-            if isinstance(mode, str) and mode in _ST_POOLING:
-                layout.pooling = _ST_POOLING[mode]
-            else:
-                layout.unsupported_pooling = mode
-        elif kind == "Normalize":
-            layout.normalize = True
-        else:
-            # A Dense or other module changes the vectors; ignoring it would give silently wrong ones.
-            raise ConfigError(
-                f"{model}: the sentence-transformers module {module.get('type')!r} is not supported by "
-                "TransformersEmbedder (it handles Transformer, Pooling and Normalize)"
-            )
-    st_path = _fetch(model, "config_sentence_transformers.json", revision, local_files_only)
-    if st_path is not None:
-        prompts = _read_json(st_path).get("prompts") or {}
-        layout.prompts = {k: v for k, v in prompts.items() if isinstance(v, str)}
-    return layout
-
-
-def _is_decoder(config: Any) -> bool:
-    """A causal language model (last-token pooling) rather than a bidirectional encoder."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    model_type = getattr(config, "model_type", "")
-    return (
-        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-    )
-
-
-def _quantize_int8(net: Any) -> None:
-    """int8 weights (per channel) and dynamic int8 activations (per token) for every linear layer."""
-    from ragkit._torch import quiet_loading
-
-    with quiet_loading():
-        require("torchao", purpose="quantize='int8'")
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-        from torchao.quantization.quant_primitives import MappingType
-    # Asymmetric activations: the inputs of the second MLP projection (after GELU/SiLU) are far from
-    # symmetric, and a zero point keeps short inputs (titles, queries, "") within 0.99 cosine of
-    # float32 on real weights, where the symmetric scheme dropped to 0.98; it costs a few per cent.
-    quantize_(net, Int8DynamicActivationInt8WeightConfig(act_mapping_type=MappingType.ASYMMETRIC))
-
 
 class TransformersEmbedder:
     """Embed texts with a local Hugging Face model: token-budget batches, exact pooling, L2 norm.
@@ -223,8 +70,15 @@ class TransformersEmbedder:
         normalize: L2-normalise the vectors. ``None``: as the sentence-transformers layout says (a
             ``Normalize`` module), ``True`` for a plain checkpoint.
         device: ``"auto"`` (CUDA, then MPS, then CPU), or a torch device string.
-        dtype: ``"auto"`` (bf16 on GPU, float32 on CPU), ``"float32"``, ``"bfloat16"`` or ``"float16"``
-            (GPU only).
+        dtype: ``"auto"``: bfloat16 on CUDA, and on a CPU with native bfloat16 matrix units (``amx_bf16``
+            or ``avx512_bf16`` in its flags: 2.8-3x faster there, vectors within 0.999 cosine of float32
+            on real weights), float32 on other CPUs (see :mod:`ragkit.runtime`). ``"float32"`` is the
+            exact mode (the reference formula to float noise); ``"bfloat16"``; ``"float16"`` (GPU only).
+            Pooling and normalisation run in float32 either way, and float32 and bfloat16 vectors share
+            a fingerprint.
+        kernels: the float32 linear-layer kernels on CPU: ``"auto"`` times MKL and oneDNN on the model's
+            layer shapes at load and keeps oneDNN only when it is clearly (1.2x) faster; ``"mkl"``
+            (torch's default) or ``"onednn"`` fix it. The choice is ``runtime.kernels``.
         max_length: tokens per input, special tokens included; longer inputs are truncated. ``None``:
             ``max_seq_length`` of the sentence-transformers layout, else the model's limit. Values over
             the model's position limit are lowered to it.
@@ -237,8 +91,8 @@ class TransformersEmbedder:
         quantize: ``"int8"`` for int8 dynamic quantisation of the linear layers (torchao) on CPU.
             At the 0.6B width it ran 1.3x faster than ragkit's float32 (3.3x sentence-transformers)
             on the reference AMD EPYC; small models such as MiniLM gain nothing. Vectors stay within
-            0.99 cosine of float32 on real weights. The fingerprint records it, so int8 and float32
-            vectors are never mixed in one index.
+            0.99 cosine of float32 on real weights. Opt-in only (``dtype="auto"`` means float32 with
+            it). The fingerprint records it, so int8 and float32 vectors are never mixed in one index.
         revision: the hub revision (branch, tag or commit) to load.
         local_files_only: never contact the hub; use the local cache or directory.
         show_progress: a tqdm bar over texts. ``None``: shown when a call holds more than 8 full
@@ -280,6 +134,7 @@ class TransformersEmbedder:
         local_files_only: bool = False,
         show_progress: bool | None = None,
         on_truncate: str = "warn",
+        kernels: str = "auto",
     ) -> None:
         if not isinstance(model, (str, os.PathLike)):
             raise ConfigError(f"model must be a hub id or a directory, got {type(model).__name__}")
@@ -287,29 +142,24 @@ class TransformersEmbedder:
             raise ConfigError(f"unknown pooling {pooling!r}: use one of {list(_POOLINGS)}")
         if on_truncate not in _ON_TRUNCATE:
             raise ConfigError(f"unknown on_truncate {on_truncate!r}: use one of {list(_ON_TRUNCATE)}")
-        if quantize not in _QUANTIZE:
+        if quantize not in (None, "int8"):
             raise ConfigError(f"unknown quantize {quantize!r}: use None or 'int8'")
         if instruction is not None and not isinstance(instruction, str):
             raise InputTypeError(f"instruction must be a str or None, got {type(instruction).__name__}")
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
             raise ConfigError(f"dim must be an int or None, got {dim!r}")
-        max_length = _positive_int(max_length, "max_length")
-        max_batch_tokens = _positive_int(max_batch_tokens, "max_batch_tokens")
-        query_template = _check_template(query_template, "query_template")
-        document_template = _check_template(document_template, "document_template")
+        max_length = positive_int(max_length, "max_length")
+        max_batch_tokens = positive_int(max_batch_tokens, "max_batch_tokens")
+        query_template = check_template(query_template, "query_template")
+        document_template = check_template(document_template, "document_template")
 
-        from ragkit._torch import (
-            attn_implementation,
-            quiet_loading,
-            resolve_device,
-            resolve_dtype,
-            torch_module,
-            use_onednn_linears,
-        )
+        from ragkit._backbone import check_kernels, load_backbone
+        from ragkit._deps import require
 
-        torch = torch_module("local embedders")
+        kernels = check_kernels(kernels)
+        require("torch", purpose="local embedders")
         require("transformers", purpose="local embedders")
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         # _model_ref is what the spec records (an alias stays an alias, so a saved index is portable);
         # source is where this machine loads it from.
@@ -325,7 +175,7 @@ class TransformersEmbedder:
         self._on_truncate = on_truncate
         self._show_progress = show_progress
 
-        layout = _read_layout(source, revision, local_files_only)
+        layout = read_layout(source, revision, local_files_only)
         hub_kwargs: dict[str, Any] = {"revision": revision, "local_files_only": local_files_only}
         if layout.subfolder:
             hub_kwargs["subfolder"] = layout.subfolder
@@ -339,7 +189,7 @@ class TransformersEmbedder:
                     "supported; ragkit computes last-token, mean and CLS pooling (pass pooling='last', "
                     "'mean' or 'cls' to choose one)"
                 )
-            pooling = layout.pooling or ("last" if _is_decoder(config) else "mean")
+            pooling = layout.pooling or ("last" if is_decoder(config) else "mean")
         self._pooling = pooling
         self._normalize = (
             bool(normalize) if normalize is not None else (layout.normalize or not layout.present)
@@ -351,7 +201,6 @@ class TransformersEmbedder:
         self._query_template = query_template or "{text}"
         self._document_template = document_template or "{text}"
         self._instruction = instruction
-        self._lower_case = layout.do_lower_case
         if "{instruction}" in self._query_template and instruction is None:
             raise ConfigError(f"query_template {self._query_template!r} needs an instruction")
         if "{instruction}" in self._document_template:
@@ -364,138 +213,47 @@ class TransformersEmbedder:
             )
         self._dim = dim if dim is not None else self._native_dim
 
-        # Device and dtype. int8 is a CPU path: torchao's dynamic int8 kernels are CPU/VNNI-fast.
-        if quantize == "int8":
-            if device in (None, "auto"):
-                device = "cpu"
-            self._device = resolve_device(device)
-            if self._device.type != "cpu":
-                raise ConfigError(f"quantize='int8' runs on CPU; got device={device!r} (use bf16 on GPUs)")
-            self._dtype = resolve_dtype(dtype, self._device)
-            if self._dtype != torch.float32:
-                raise ConfigError(f"quantize='int8' starts from float32 weights; got dtype={dtype!r}")
-        else:
-            self._device = resolve_device(device)
-            self._dtype = resolve_dtype(dtype, self._device)
+        self._tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
+        self._framing = frame_tokens(
+            self._tokenizer,
+            config,
+            model_ref=self._model_ref,
+            pooling=self._pooling,
+            end_of_text=self._end_of_text,
+            max_length=max_length if max_length is not None else layout.max_seq_length,
+            lower_case=layout.do_lower_case,
+        )
+        self._padding_left = self._framing.padding_left
+
+        backbone = load_backbone(
+            source,
+            name=self._model_ref,
+            auto_class="AutoModel",
+            purpose="local embedders",
+            device=device,
+            dtype=dtype,
+            kernels=kernels,
+            quantize=quantize,
+            show_progress=self._show_progress,
+            **hub_kwargs,
+        )
+        self._device, self._dtype, self._attn = backbone.device, backbone.dtype, backbone.attention
         self._max_batch_tokens = max_batch_tokens or _DEFAULT_BATCH_TOKENS.get(
             self._device.type, _FALLBACK_BATCH_TOKENS
         )
-
-        self._tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
-        self._init_tokens(config, max_length if max_length is not None else layout.max_seq_length)
-
-        impl = attn_implementation(self._device)
-        if impl == "flash_attention_2" and self._dtype not in (torch.float16, torch.bfloat16):
-            impl = "sdpa"  # flash-attention kernels exist for 16-bit types only
-        try:
-            with quiet_loading(self._show_progress):
-                net = AutoModel.from_pretrained(
-                    source, dtype=self._dtype, attn_implementation=impl, **hub_kwargs
-                )
-        except (ValueError, ImportError) as e:
-            if impl == "eager":
-                raise
-            logger.info(
-                "%s does not support attn_implementation=%r (%s); using eager attention", model, impl, e
-            )
-            impl = "eager"
-            with quiet_loading(self._show_progress):
-                net = AutoModel.from_pretrained(
-                    source, dtype=self._dtype, attn_implementation=impl, **hub_kwargs
-                )
-        self._attn = impl
-        net = net.to(self._device).eval()
-        self._net = net
+        self._net = net = backbone.model
         import inspect
 
         params = inspect.signature(net.forward).parameters
         # Left-padded rows get explicit positions 0..n-1, as when each text runs alone.
         self._pass_positions = self._padding_left and "position_ids" in params
         self._pass_no_cache = "use_cache" in params
-        self._onednn = False
-        if quantize == "int8":
-            _quantize_int8(net)
-        elif self._device.type == "cpu" and self._dtype == torch.float32:
-            # MKL runs float32 matmuls at about half speed on AMD processors; oneDNN computes the same
-            # products (1.9x end to end here). Checked on a probe and undone on any difference.
-            probe = self._tokenize(["ragkit checks that oneDNN agrees with the default kernels"])[0]
-            self._onednn = use_onednn_linears(net, lambda: self._forward(probe))
-
-    # -- tokens -------------------------------------------------------------------------------------------
-
-    def _init_tokens(self, config: Any, max_length: int | None) -> None:
-        """Find the special tokens the tokenizer adds, apply the end-of-text rule, settle max_length."""
-        tok = self._tokenizer
-        probe = "ragkit probe: 1 2 3"
-        bare = tok(probe, add_special_tokens=False)["input_ids"]
-        full = tok(probe)["input_ids"]
-        start = next((i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare), None)
-        if not bare or start is None:
-            raise ConfigError(
-                f"{self._model_ref}: cannot locate the text inside the tokenizer's output "
-                "(its post-processor rewrites the text), so truncation cannot be done exactly"
-            )
-        self._prefix = list(full[:start])
-        self._suffix = list(full[start + len(bare) :])
-
-        # The end-of-text rule (Qwen3-Embedding): the last token of every input is <|endoftext|>. Tokenizers
-        # whose post-processor appends it keep it through truncation here because the suffix is re-added
-        # after cutting the text; for the others ragkit appends it.
-        self._extra: list[int] = []
-        eot = self._end_of_text
-        if eot is None and self._pooling == "last":
-            eot = _END_OF_TEXT.get(getattr(config, "model_type", ""))
-        if eot is not None:
-            eot_id = tok.convert_tokens_to_ids(eot)
-            if eot_id is None or tok.convert_ids_to_tokens(eot_id) != eot:
-                raise ConfigError(f"{self._model_ref}: the tokenizer has no {eot!r} token")
-            if self._suffix[-1:] != [eot_id]:
-                self._extra = [eot_id]
-
-        self._padding_left = self._pooling == "last"
-        pad = tok.pad_token_id
-        if pad is None:
-            pad = tok.eos_token_id if tok.eos_token_id is not None else 0
-        self._pad_id = int(pad)
-        # An empty text with no special tokens would be a zero-length input: give it one token.
-        self._empty_id = tok.eos_token_id if tok.eos_token_id is not None else self._pad_id
-
-        limits = [int(getattr(config, "max_position_embeddings", 0) or 0)]
-        model_max = getattr(tok, "model_max_length", None)
-        if isinstance(model_max, int) and 0 < model_max < 10**7:
-            limits.append(model_max)
-        limit = min((x for x in limits if x > 0), default=None)
-        if max_length is None:
-            max_length = limit or 512
-        elif limit is not None and max_length > limit:
-            logger.info(
-                "%s: max_length=%d lowered to the model's limit %d", self._model_ref, max_length, limit
-            )
-            max_length = limit
-        self._max_length = int(max_length)
-        self._budget = self._max_length - len(self._prefix) - len(self._suffix) - len(self._extra)
-        if self._budget < 1:
-            raise ConfigError(
-                f"max_length={self._max_length} leaves no room for text after the special tokens"
-            )
+        probe = self._tokenize(["ragkit checks that oneDNN agrees with the default kernels"])[0]
+        self._runtime = backbone.finish(net, lambda: self._forward(probe))
 
     def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], int]:
         """Token ids with special tokens, cut to max_length; and how many texts were cut."""
-        if self._lower_case:
-            texts = [t.lower() for t in texts]
-        bodies = self._tokenizer(
-            texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False
-        )["input_ids"]
-        head, tail, budget = self._prefix, self._suffix + self._extra, self._budget
-        out: list[list[int]] = []
-        cut = 0
-        for ids in bodies:
-            if len(ids) > budget:
-                cut += 1
-                ids = ids[:budget]
-            seq = head + ids + tail if head or tail else list(ids)
-            out.append(seq or [self._empty_id])
-        return out, cut
+        return self._framing.tokenize(self._tokenizer, texts)
 
     # -- public surface ---------------------------------------------------------------------------------
 
@@ -517,7 +275,7 @@ class TransformersEmbedder:
             >>> emb.max_length  # doctest: +SKIP
             8192
         """
-        return self._max_length
+        return self._framing.max_length
 
     @property
     def appends_end_token(self) -> bool:
@@ -527,7 +285,7 @@ class TransformersEmbedder:
             >>> emb.appends_end_token  # doctest: +SKIP
             False
         """
-        return bool(self._extra)
+        return bool(self._framing.extra)
 
     @property
     def pooling(self) -> str:
@@ -568,6 +326,16 @@ class TransformersEmbedder:
             device(type='cpu')
         """
         return self._device
+
+    @property
+    def runtime(self) -> Runtime:
+        """How this model runs here: device, dtype, kernels, attention, threads, and why (logged at INFO).
+
+        Example:
+            >>> str(emb.runtime)  # doctest: +SKIP
+            'cpu, bfloat16, default kernels, sdpa attention, 2 threads'
+        """
+        return self._runtime
 
     @property
     def dtype(self) -> Any:
@@ -622,7 +390,7 @@ class TransformersEmbedder:
             "pooling": self._pooling,
             "dim": self._dim,
             "normalize": self._normalize,
-            "max_length": self._max_length,
+            "max_length": self._framing.max_length,
             "query_template": self._query_template,
             "document_template": self._document_template,
             "instruction": self._instruction,
@@ -642,11 +410,11 @@ class TransformersEmbedder:
         """
         if not isinstance(text, str):
             raise InputTypeError(f"text must be a str, got {type(text).__name__}")
-        text = _fill(self._document_template, text, None)
-        if self._lower_case:
+        text = fill(self._document_template, text, None)
+        if self._framing.lower_case:
             text = text.lower()
         n = len(self._tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"])
-        return max(1, n + len(self._prefix) + len(self._suffix) + len(self._extra))
+        return max(1, n + self._framing.special)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embed documents (the document template, no instruction).
@@ -660,7 +428,7 @@ class TransformersEmbedder:
             (2, 1024)
         """
         items = check_texts(texts)
-        return self._embed([_fill(self._document_template, t, None) for t in items])
+        return self._embed([fill(self._document_template, t, None) for t in items])
 
     def embed_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
         """Embed queries with the query template; ``instruction`` overrides the task for this call.
@@ -678,13 +446,14 @@ class TransformersEmbedder:
                     f"this embedder's query template {self._query_template!r} takes no instruction"
                 )
         task = instruction if instruction is not None else self._instruction
-        return self._embed([_fill(self._query_template, t, task) for t in items])
+        return self._embed([fill(self._query_template, t, task) for t in items])
 
     def __repr__(self) -> str:
         quant = f", quantize={self._quantize!r}" if self._quantize else ""
         return (
             f"{type(self).__name__}({self._model_ref!r}, pooling={self._pooling!r}, dim={self._dim}, "
-            f"max_length={self._max_length}, device={str(self._device)!r}, dtype={self._dtype}{quant})"
+            f"max_length={self._framing.max_length}, device={str(self._device)!r}, dtype={self._dtype}, "
+            f"kernels={self._runtime.kernels!r}{quant})"
         )
 
     # -- the forward pass ----------------------------------------------------------------------------------
@@ -697,7 +466,7 @@ class TransformersEmbedder:
         ids, cut = self._tokenize(texts)
         if cut:
             message = (
-                f"{cut} of {len(texts)} texts exceed max_length={self._max_length} tokens and were truncated"
+                f"{cut} of {len(texts)} texts exceed max_length={self.max_length} tokens and were truncated"
             )
             if self._on_truncate == "error":
                 raise InputTooLongError(message + " (on_truncate='error')")
@@ -731,16 +500,7 @@ class TransformersEmbedder:
         """Pad one batch (left for last-token pooling, right otherwise), run the model, pool."""
         import torch
 
-        n, width = len(seqs), max(len(s) for s in seqs)
-        input_ids = np.full((n, width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)
-        for row, seq in enumerate(seqs):
-            if self._padding_left:
-                input_ids[row, width - len(seq) :] = seq
-                mask[row, width - len(seq) :] = 1
-            else:
-                input_ids[row, : len(seq)] = seq
-                mask[row, : len(seq)] = 1
+        input_ids, mask = self._framing.pad(seqs)
         dev = self._device
         inputs: dict[str, Any] = {
             "input_ids": torch.from_numpy(input_ids).to(dev),
@@ -752,17 +512,16 @@ class TransformersEmbedder:
         if self._pass_no_cache:
             inputs["use_cache"] = False
         with torch.inference_mode():
+            # Pooling in float32 whatever the model's dtype (the L2 normalisation follows in numpy float32).
             hidden = self._net(**inputs).last_hidden_state
             if self._pooling == "last":
-                vec = hidden[:, -1]
+                vec = hidden[:, -1].float()
             elif self._pooling == "cls":
-                vec = hidden[:, 0]
+                vec = hidden[:, 0].float()
             else:
-                m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                vec = (hidden * m).sum(dim=1, dtype=torch.float32) / m.sum(dim=1, dtype=torch.float32).clamp(
-                    min=1
-                )
-            return vec.float().cpu().numpy()
+                m = inputs["attention_mask"].unsqueeze(-1).float()
+                vec = (hidden.float() * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+            return vec.cpu().numpy()
 
 
 class Qwen3Embedder(TransformersEmbedder):
@@ -780,7 +539,7 @@ class Qwen3Embedder(TransformersEmbedder):
             ``DEFAULT_QWEN3_TASK``. ``embed_queries(texts, instruction=...)`` overrides it per call.
         max_length: tokens per input including ``<|endoftext|>`` (8192; lowered to the model's limit).
         device, dtype, max_batch_tokens, quantize, revision, local_files_only, show_progress,
-        on_truncate: as in :class:`TransformersEmbedder`.
+        on_truncate, kernels: as in :class:`TransformersEmbedder`.
 
     Example:
         >>> emb = Qwen3Embedder("Qwen/Qwen3-Embedding-0.6B", dim=256)  # doctest: +SKIP
@@ -808,6 +567,7 @@ class Qwen3Embedder(TransformersEmbedder):
         local_files_only: bool = False,
         show_progress: bool | None = None,
         on_truncate: str = "warn",
+        kernels: str = "auto",
     ) -> None:
         super().__init__(
             model,
@@ -826,6 +586,7 @@ class Qwen3Embedder(TransformersEmbedder):
             local_files_only=local_files_only,
             show_progress=show_progress,
             on_truncate=on_truncate,
+            kernels=kernels,
         )
 
     def _spec_kwargs(self) -> dict[str, Any]:
@@ -833,7 +594,7 @@ class Qwen3Embedder(TransformersEmbedder):
             "model": self._model_ref,
             "dim": self._dim,
             "instruction": self._instruction,
-            "max_length": self._max_length,
+            "max_length": self._framing.max_length,
             "quantize": self._quantize,
             "revision": self._revision,
             "on_truncate": self._on_truncate,

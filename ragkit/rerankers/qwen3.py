@@ -25,6 +25,7 @@ import numpy as np
 from ragkit.embedders.base import DEFAULT_QWEN3_TASK, canonical_model_name, check_texts
 from ragkit.errors import ConfigError, InputTypeError, RagkitWarning
 from ragkit.rerankers.base import rerank as _rerank
+from ragkit.runtime import Runtime
 from ragkit.types import Hit, check_text
 
 __all__ = ["DEFAULT_INSTRUCTION", "PROMPT_PREFIX", "PROMPT_SUFFIX", "Qwen3Reranker", "format_body"]
@@ -49,6 +50,13 @@ _MIN_SHARED_TOKENS = 16
 # decides how batches trade padding against passes, never a score.
 _PASS_FLOPS_PER_LAYER = {"cuda": 2e11, "mps": 2e11}
 _MIN_PASS_OVERHEAD, _MAX_PASS_OVERHEAD = 64, 8192
+# dtype="auto" on a CPU with native bfloat16 units stays float32 for the reranker. Evidence (issue 12,
+# benchmarks/reranker_bf16_check.py; random weights of the 0.6B width, as no trained reranker weights are
+# available offline): bfloat16 moved P(yes) by up to 0.030 at 4 layers (mean 0.007, 125 pairs) and 0.033
+# at 28 layers (mean 0.011, 39 pairs), over the 1e-2 bar, although it ran 2.6x faster. A reranker's
+# probabilities feed thresholds, so bfloat16 stays opt-in (dtype="bfloat16") until trained weights show it
+# within the bar.
+_CPU_BFLOAT16 = False
 
 
 def format_body(instruction: str, query: str, document: str) -> str:
@@ -130,7 +138,10 @@ class Qwen3Reranker:
             the right so that the fixed prefix and suffix always fit; a ``max_length`` too small to hold
             them raises :class:`~ragkit.errors.ConfigError`.
         device: ``"auto"`` (CUDA, then MPS, then CPU), or a torch device string.
-        dtype: ``"auto"`` (bf16 on CUDA, float32 elsewhere), ``"float32"``, ``"bfloat16"``, ``"float16"``.
+        dtype: ``"auto"`` (bf16 on CUDA, float32 elsewhere, even on CPUs with native bfloat16 units: on
+            a random model of the 0.6B width bfloat16 moved scores by up to 0.03, over the 0.01 bar, see
+            ``benchmarks/reranker_bf16_check.py``), ``"float32"``, ``"bfloat16"``, ``"float16"`` (GPU).
+            The yes/no log-odds and the sigmoid run in float32 / float64 whatever the dtype.
         max_batch_tokens: the padded tokens one forward pass may hold (batch size times the longest
             prompt, counting the shared prefix). ``None``: 32768 on CUDA, 4096 elsewhere. On CUDA
             out-of-memory a batch is split and retried with half the budget.
@@ -140,6 +151,8 @@ class Qwen3Reranker:
             logger is enabled for INFO.
         revision: the hub revision (branch, tag or commit) to load.
         local_files_only: never reach the hub; load from the local cache or directory only.
+        kernels: float32 linear-layer kernels on CPU: ``"auto"`` (measured at load: oneDNN only when
+            clearly faster than MKL), ``"mkl"`` or ``"onednn"``; see :mod:`ragkit.runtime`.
 
     Example:
         >>> rr = Qwen3Reranker("Qwen/Qwen3-Reranker-0.6B")  # doctest: +SKIP
@@ -161,16 +174,8 @@ class Qwen3Reranker:
         show_progress: bool | None = None,
         revision: str | None = None,
         local_files_only: bool = False,
+        kernels: str = "auto",
     ) -> None:
-        from ragkit._torch import (
-            attn_implementation,
-            quiet_loading,
-            resolve_device,
-            resolve_dtype,
-            torch_module,
-            use_onednn_linears,
-        )
-
         if not isinstance(model, str) or not model.strip():
             raise ConfigError(f"model must be a hub id or a directory, got {model!r}")
         if instruction is not None and not isinstance(instruction, str):
@@ -184,9 +189,11 @@ class Qwen3Reranker:
         ):
             raise ConfigError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
 
-        torch = torch_module("Qwen3Reranker")
+        from ragkit._backbone import check_kernels, load_backbone
         from ragkit._deps import require
 
+        kernels = check_kernels(kernels)
+        torch = require("torch", purpose="Qwen3Reranker")
         transformers = require("transformers", purpose="Qwen3Reranker")
 
         self._model_name = model
@@ -196,9 +203,6 @@ class Qwen3Reranker:
         self._revision = revision
         self._share_prefix = bool(share_prefix)
         self._show_progress = show_progress
-        self._device = resolve_device(device)
-        self._dtype = resolve_dtype(dtype, self._device)
-        self._max_batch_tokens = max_batch_tokens or (32768 if self._device.type == "cuda" else 4096)
 
         load = {"revision": revision, "local_files_only": local_files_only}
         tokenizer = transformers.AutoTokenizer.from_pretrained(model, **load)
@@ -219,10 +223,21 @@ class Qwen3Reranker:
         self._no_id = _single_token_id(tokenizer, "no", model)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-        with quiet_loading(show_progress):
-            causal = transformers.AutoModelForCausalLM.from_pretrained(
-                model, dtype=self._dtype, attn_implementation=attn_implementation(self._device), **load
-            )
+        backbone = load_backbone(
+            model,
+            name=model,
+            auto_class="AutoModelForCausalLM",
+            purpose="Qwen3Reranker",
+            device=device,
+            dtype=dtype,
+            kernels=kernels,
+            cpu_bfloat16=_CPU_BFLOAT16,
+            show_progress=show_progress,
+            **load,
+        )
+        self._device, self._dtype = backbone.device, backbone.dtype
+        self._max_batch_tokens = max_batch_tokens or (32768 if self._device.type == "cuda" else 4096)
+        causal = backbone.model
         head = causal.get_output_embeddings()
         if head is None:
             raise ConfigError(f"{model!r} has no language-model head: it is not a Qwen3-Reranker")
@@ -235,7 +250,7 @@ class Qwen3Reranker:
             # Computed in float32: the one direction that separates "yes" from "no".
             self._direction = (weight[self._yes_id].float() - weight[self._no_id].float()).to(self._device)
         # Keep only the transformer body; an untied LM head (vocabulary x hidden) is freed with ``causal``.
-        self._model = causal.base_model.to(self._device).eval()
+        self._model = causal.base_model
         config = self._model.config
         layer_types = getattr(config, "layer_types", None) or []
         # Sliding-window layers see only part of the cached prefix; keep them on the plain path.
@@ -249,14 +264,12 @@ class Qwen3Reranker:
         self._pass_overhead = int(
             min(_MAX_PASS_OVERHEAD, max(_MIN_PASS_OVERHEAD, per_pass / flops_per_token))
         )
-        self._onednn = False
-        if self._device.type == "cpu" and self._dtype == torch.float32:
-            # MKL runs these products at half the machine's speed on AMD CPUs; oneDNN is checked on a probe.
-            def probe() -> np.ndarray:
-                with torch.inference_mode():  # two prompts of different lengths, so padding is covered
-                    return self._score_plain([self._prefix_ids + self._suffix_ids, list(self._suffix_ids)])
 
-            self._onednn = use_onednn_linears(self._model, probe)
+        def probe() -> np.ndarray:
+            with torch.inference_mode():  # two prompts of different lengths, so padding is covered
+                return self._score_plain([self._prefix_ids + self._suffix_ids, list(self._suffix_ids)])
+
+        self._runtime = backbone.finish(self._model, probe)
 
     # -- public surface ---------------------------------------------------------------------------
 
@@ -299,6 +312,16 @@ class Qwen3Reranker:
             torch.float32
         """
         return self._dtype
+
+    @property
+    def runtime(self) -> Runtime:
+        """How this model runs here: device, dtype, kernels, attention, threads, and why (logged at INFO).
+
+        Example:
+            >>> str(Qwen3Reranker("Qwen/Qwen3-Reranker-0.6B", device="cpu").runtime)  # doctest: +SKIP
+            'cpu, float32, onednn kernels, sdpa attention, 2 threads'
+        """
+        return self._runtime
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -390,7 +413,8 @@ class Qwen3Reranker:
     def __repr__(self) -> str:
         return (
             f"Qwen3Reranker({self._model_name!r}, max_length={self._max_length}, "
-            f"device={str(self._device)!r}, dtype={str(self._dtype).removeprefix('torch.')!r})"
+            f"device={str(self._device)!r}, dtype={str(self._dtype).removeprefix('torch.')!r}, "
+            f"kernels={self._runtime.kernels!r})"
         )
 
     # -- internals --------------------------------------------------------------------------------
