@@ -333,14 +333,14 @@ def test_async_methods(store):
     async def main():
         ids = await store.aadd_texts(["Madrid is the capital of Spain."], [{"lang": "en"}], ids=["es"])
         assert ids == ["es"]
-        hits = await store.asimilarity_search("capital of Spain", k=2, filter={"lang": "en"})
+        hits = await store.asimilarity_search("Madrid is the capital of Spain.", k=2, filter={"lang": "en"})
         assert hits[0].id == "es" and hits == store.similarity_search(
-            "capital of Spain", k=2, filter={"lang": "en"}
+            "Madrid is the capital of Spain.", k=2, filter={"lang": "en"}
         )
-        pairs = await store.asimilarity_search_with_score("capital of Spain", k=1)
-        assert pairs == store.similarity_search_with_score("capital of Spain", k=1)
-        rel = await store.asimilarity_search_with_relevance_scores("capital of Spain", k=1)
-        assert rel == store.similarity_search_with_relevance_scores("capital of Spain", k=1)
+        pairs = await store.asimilarity_search_with_score("Madrid is the capital of Spain.", k=1)
+        assert pairs == store.similarity_search_with_score("Madrid is the capital of Spain.", k=1)
+        rel = await store.asimilarity_search_with_relevance_scores("Madrid is the capital of Spain.", k=1)
+        assert rel == store.similarity_search_with_relevance_scores("Madrid is the capital of Spain.", k=1)
         assert [d.id for d in await store.aget_by_ids(["es", "nope"])] == ["es"]
         assert await store.adelete(["es"]) is True
         assert await store.adelete(filter={"lang": "de"}) is True
