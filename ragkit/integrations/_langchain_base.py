@@ -19,6 +19,7 @@ from ragkit.diversity import check_diversity
 from ragkit.embedders.base import check_texts, l2_normalize
 from ragkit.errors import ConfigError, InputTypeError, InvalidInputError
 from ragkit.filters import parse_filter
+from ragkit.integrations._hits import METADATA_PREFIX, hit_fields
 from ragkit.rerankers.base import rerank
 from ragkit.retrieval import MODES
 from ragkit.types import Hit, check_text
@@ -49,20 +50,6 @@ __all__ = [
     "hit_to_document",
 ]
 
-METADATA_PREFIX = "ragkit_"
-"""The prefix of the metadata keys :func:`hit_to_document` adds beside the document's own metadata.
-
-``ragkit_doc_id``, ``ragkit_chunk_id``, ``ragkit_start``, ``ragkit_end``, ``ragkit_rank``,
-``ragkit_score`` and, for the stages that scored the hit, ``ragkit_dense_score``,
-``ragkit_lexical_score``, ``ragkit_fused_score`` and ``ragkit_rerank_score`` (the same keys as the
-LlamaIndex adapter's).
-
-Example:
-    >>> METADATA_PREFIX + "score"
-    'ragkit_score'
-"""
-
-_STAGES = ("dense_score", "lexical_score", "fused_score", "rerank_score")
 _MODEL_ATTRS = ("model", "model_name", "model_id", "deployment", "repo_id")
 
 
@@ -98,19 +85,7 @@ def hit_to_document(hit: Hit, *, hit_metadata: bool = True) -> LCDocument:
         raise InputTypeError(f"hit_to_document() takes a ragkit Hit, got {type(hit).__name__}")
     metadata = dict(hit.metadata)
     if hit_metadata:
-        extra: dict[str, Any] = {
-            "doc_id": hit.doc_id,
-            "chunk_id": hit.id,
-            "start": hit.start,
-            "end": hit.end,
-            "rank": hit.rank,
-            "score": hit.score,
-        }
-        for stage in _STAGES:
-            value = getattr(hit, stage)
-            if value is not None:
-                extra[stage] = value
-        metadata.update({METADATA_PREFIX + k: v for k, v in extra.items()})
+        metadata.update(hit_fields(hit))
     return LCDocument(id=hit.doc_id, page_content=hit.text, metadata=metadata)
 
 

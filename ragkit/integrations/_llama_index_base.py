@@ -11,6 +11,7 @@ from typing import Any
 from ragkit._deps import require
 from ragkit.errors import InputTypeError, InvalidInputError
 from ragkit.filters import parse_filter
+from ragkit.integrations._hits import METADATA_PREFIX, hit_fields
 from ragkit.types import Hit
 
 try:
@@ -28,22 +29,6 @@ except ImportError:
     raise
 
 __all__ = ["METADATA_PREFIX", "hit_to_node", "to_ragkit_filter"]
-
-METADATA_PREFIX = "ragkit_"
-"""The prefix of the metadata keys :func:`hit_to_node` adds beside the document's own metadata.
-
-``ragkit_doc_id``, ``ragkit_chunk_id``, ``ragkit_start``, ``ragkit_end``, ``ragkit_rank``,
-``ragkit_score`` and, for the stages that scored the hit, ``ragkit_dense_score``,
-``ragkit_lexical_score``, ``ragkit_fused_score`` and ``ragkit_rerank_score`` (the same keys as the
-LangChain adapter's). They are excluded from the text LlamaIndex shows an LLM or embeds.
-:class:`RagkitReranker` updates ``ragkit_score``, ``ragkit_rerank_score`` and ``ragkit_rank``.
-
-Example:
-    >>> METADATA_PREFIX + "score"
-    'ragkit_score'
-"""
-
-_STAGES = ("dense_score", "lexical_score", "fused_score", "rerank_score")
 
 
 # ------------------------------------------------------------------------------------------ filters
@@ -154,19 +139,7 @@ def hit_to_node(hit: Hit) -> NodeWithScore:
     """
     if not isinstance(hit, Hit):
         raise InputTypeError(f"hit_to_node() takes a ragkit Hit, got {type(hit).__name__}")
-    extra: dict[str, Any] = {
-        "doc_id": hit.doc_id,
-        "chunk_id": hit.id,
-        "start": hit.start,
-        "end": hit.end,
-        "rank": hit.rank,
-        "score": hit.score,
-    }
-    for stage in _STAGES:
-        value = getattr(hit, stage)
-        if value is not None:
-            extra[stage] = value
-    ours = {METADATA_PREFIX + k: v for k, v in extra.items()}
+    ours = hit_fields(hit)
     node = TextNode(
         id_=hit.id,
         text=hit.text,

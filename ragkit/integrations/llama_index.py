@@ -70,6 +70,7 @@ __all__ = [
     "to_ragkit_filter",
 ]
 
+
 def _check_embedder(embedder: Any) -> None:
     for attr in ("dim", "fingerprint", "embed_documents", "embed_queries"):
         if not hasattr(embedder, attr):
@@ -405,9 +406,7 @@ class RagkitReranker(BaseNodePostprocessor):
         """The wrapped ragkit reranker."""
         return self._reranker
 
-    def _inputs(
-        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
-    ) -> tuple[str, list[str]]:
+    def _inputs(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[str, list[str]]:
         if query_bundle is None:
             raise InvalidInputError("RagkitReranker needs the query: pass query_str= or query_bundle=")
         query = check_text(query_bundle.query_str, "query")
