@@ -17,7 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragkit.errors import InputTypeError, InvalidInputError
 
-__all__ = ["AddResult", "Chunk", "Document", "Hit", "SearchResults", "content_id", "to_document"]
+__all__ = [
+    "AddResult",
+    "Chunk",
+    "Document",
+    "Hit",
+    "SearchResults",
+    "Section",
+    "content_id",
+    "to_document",
+]
 
 
 def content_id(text: str) -> str:
@@ -55,6 +64,32 @@ def check_text(value: Any, what: str = "text", *, utf8: bool = True) -> str:
     return value
 
 
+class Section(BaseModel):
+    """A span of a document's text with a place in its structure: a PDF page, the body under a heading.
+
+    Loaders (:mod:`ragkit.loaders`) fill ``Document.sections``; the chunker prefers to cut at section
+    starts and gives each chunk its :attr:`Chunk.location` from the sections it overlaps.
+
+    Args:
+        start: offset of the first character in ``Document.text``.
+        end: offset one past the last character (``start <= end <= len(text)``).
+        page: the 1-based page number, for paged formats (PDF).
+        headings: the heading path that the span sits under, outermost first
+            (``("Install", "From source")``).
+
+    Example:
+        >>> Section(start=0, end=12, headings=("Install", "From source")).headings
+        ('Install', 'From source')
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    start: int
+    end: int
+    page: int | None = None
+    headings: tuple[str, ...] = ()
+
+
 class Document(BaseModel):
     """A document to index: its text, an id and free-form JSON metadata.
 
@@ -73,6 +108,7 @@ class Document(BaseModel):
     id: str = ""
     text: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    sections: tuple[Section, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -134,6 +170,7 @@ class Chunk(BaseModel):
     start: int
     end: int
     metadata: dict[str, Any] = Field(default_factory=dict)
+    location: dict[str, Any] = Field(default_factory=dict)
 
 
 class Hit(Chunk):
