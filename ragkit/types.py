@@ -160,6 +160,9 @@ class Chunk(BaseModel):
     """A piece of a document, the unit that is embedded and retrieved.
 
     ``text == document.text[start:end]`` holds exactly. The id is ``f"{doc_id}#{n}"``.
+    ``location`` says where in the document the chunk came from (page, heading path; empty for
+    unstructured text). ``header`` is the contextual header embedded in front of the text (empty
+    unless the chunker adds one): the embedder sees ``header + text``, the stored text stays exact.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -171,6 +174,7 @@ class Chunk(BaseModel):
     end: int
     metadata: dict[str, Any] = Field(default_factory=dict)
     location: dict[str, Any] = Field(default_factory=dict)
+    header: str = ""
 
 
 class Hit(Chunk):
