@@ -20,11 +20,14 @@ from ragkit.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigError,
+    CorruptFileError,
+    EncryptedFileError,
     IndexMismatchError,
     InputTooLongError,
     InputTypeError,
     IntegrityError,
     InvalidInputError,
+    LoaderError,
     LockError,
     MissingDependencyError,
     RagkitError,
@@ -34,8 +37,9 @@ from ragkit.errors import (
     RemoteError,
     StorageError,
     UnavailableError,
+    UnsupportedFormatError,
 )
-from ragkit.types import Chunk, Document, Hit, SearchResults
+from ragkit.types import Chunk, Document, Hit, SearchResults, Section
 
 if TYPE_CHECKING:
     from ragkit.chunking import RecursiveChunker
@@ -48,13 +52,16 @@ __all__ = [
     "BadRequestError",
     "Chunk",
     "ConfigError",
+    "CorruptFileError",
     "Document",
+    "EncryptedFileError",
     "Hit",
     "IndexMismatchError",
     "InputTooLongError",
     "InputTypeError",
     "IntegrityError",
     "InvalidInputError",
+    "LoaderError",
     "LockError",
     "MissingDependencyError",
     "Pipeline",
@@ -65,8 +72,10 @@ __all__ = [
     "RecursiveChunker",
     "RemoteError",
     "SearchResults",
+    "Section",
     "StorageError",
     "UnavailableError",
+    "UnsupportedFormatError",
     "__version__",
 ]
 

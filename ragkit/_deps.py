@@ -16,6 +16,7 @@ _EXTRAS = {
     "datasets": "eval",
     "fastapi": "server",
     "uvicorn": "server",
+    "prometheus_client": "server",
     "psycopg": "pg",
     "psycopg_pool": "pg",
     "pgvector": "pg",
@@ -25,6 +26,9 @@ _EXTRAS = {
     "langchain_core": "langchain",
     "pandas": "notebook",
     "matplotlib": "notebook",
+    "pypdfium2": "loaders",
+    "lxml": "loaders",
+    "docx": "loaders",
 }
 
 

@@ -4,13 +4,27 @@
 token of the embedder's tokenizer when a token counter is given and a character otherwise. Every chunk is
 a slice of the text: ``text[start:end] == chunk``.
 
-How cuts are chosen. The text is read as words (runs of non-whitespace) separated by boundaries, each of a
-kind, strongest first: *paragraph* (whitespace holding a blank line), *line* (whitespace holding one line
-break), *sentence* (whitespace after ``.``, ``!``, ``?``, ``…``; and, between characters, after the CJK
-terminators ``。！？``), *word* (any other whitespace). Each chunk ends at the furthest boundary of the
-strongest kind that still fits; a single word too long for a chunk is cut between characters. This is the
-classic recursive splitter (split on paragraphs, merge greedily, recurse into a piece too large for a chunk
-with the next separator), computed in one pass without building the recursion.
+How cuts are chosen. The text is read as words (runs of non-whitespace) separated by boundaries, each of
+a kind, strongest first: *section* (where a section of the document starts under the same heading path: a
+new PDF page), *paragraph* (whitespace holding a blank line), *line* (whitespace holding one line break),
+*sentence* (whitespace after ``.``, ``!``, ``?``, ``…``; and, between characters, after the CJK
+terminators ``。！？``), *word* (any other whitespace); the end of the text is as strong as a section start.
+Each chunk ends at the furthest boundary of the strongest kind that still fits; a single word too long
+for a chunk is cut between characters. This is the classic recursive splitter (split on paragraphs, merge
+greedily, recurse into a piece too large for a chunk with the next separator), computed in one pass
+without building the recursion.
+
+Structure. A document with :attr:`~ragkit.types.Document.sections` is first cut where its heading path
+changes (:mod:`ragkit.structure`): no chunk crosses a heading into another section, and no overlap reaches
+back across one. Each chunk gets its :attr:`~ragkit.types.Chunk.location` (page, heading path); a document
+without sections is one piece and its chunks have ``location == {}``.
+
+Contextual headers. With ``contextual_headers=True`` each chunk's :attr:`~ragkit.types.Chunk.header` is
+the document's ``metadata["title"]`` and the heading path (:func:`ragkit.structure.contextual_header`),
+which the pipeline embeds in front of the text. The header counts toward ``chunk_size``: ``header +
+text`` fits it, so the text's budget shrinks by the header's size. A header is never more than half of
+``chunk_size``; a longer one is cut at its end (the text is never shortened for it). The overlap shrinks
+in proportion to the text's budget.
 
 Overlap. Each chunk after the first starts up to ``overlap`` units before the end of the previous chunk,
 at a word boundary (the strongest one that keeps at least half of the possible overlap); when not even
@@ -43,16 +57,18 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
+from ragkit._counting import make_counter
 from ragkit.errors import ConfigError, InputTypeError
-from ragkit.types import Chunk, check_text, to_document
+from ragkit.structure import chunk_location, contextual_header, fit_header, segments
+from ragkit.types import Chunk, Document, check_text, to_document
 
 __all__ = ["RecursiveChunker"]
 
 logger = logging.getLogger("ragkit")
 
 # Boundary kinds, strongest first; they index _Split.by_kind.
-_PARAGRAPH, _LINE, _SENTENCE, _WORD = 0, 1, 2, 3
-_KINDS = (_PARAGRAPH, _LINE, _SENTENCE, _WORD)
+_SECTION, _PARAGRAPH, _LINE, _SENTENCE, _WORD = 0, 1, 2, 3, 4
+_KINDS = (_SECTION, _PARAGRAPH, _LINE, _SENTENCE, _WORD)
 
 _DEFAULTS = {"tokens": (512, 8), "characters": (2000, 10)}  # default size, and size // overlap
 
@@ -64,75 +80,6 @@ _WORD_RE = re.compile(rf"[^\s{_CJK_END}]*[{_CJK_END}]+[{re.escape(_CLOSERS)}]*|[
 _TERMINATORS = frozenset(".!?…؟।" + _CJK_END)
 # Line breaks as str.splitlines sees them; \r\n is one break, and a paragraph separator counts as two.
 _BREAK_RE = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
-
-_COUNT_KINDS = "count must be a tokenizer, an object with count_tokens(text) or a Callable[[str], int]"
-
-
-def _make_counter(count: Any) -> tuple[Callable[[str], int], str, int]:
-    """Normalise what ``count=`` accepts into a ``Callable[[str], int]``, the unit it measures and the
-    count of the empty text (the special tokens a counter adds to any text)."""
-    if count is None or count is len:
-        return len, "characters", 0
-    if isinstance(count, (str, bytes, int, float)):
-        raise ConfigError(f"{_COUNT_KINDS}, got {type(count).__name__}")
-    if callable(getattr(count, "count_tokens", None)):  # an embedder
-        fn = count.count_tokens
-    else:
-        fn = _rust_counter(count) or _encode_counter(count)
-    try:
-        operator.index(fn("a"))
-        empty = operator.index(fn(""))
-    except Exception as e:  # the user's object is unusable in any way: say so at construction
-        raise ConfigError(f"count(text) must return an int: {e!r}") from e
-    return fn, "tokens", empty
-
-
-def _rust_counter(tokenizer: Any) -> Callable[[str], int] | None:
-    """A counter on a private copy of a ``tokenizers.Tokenizer`` (what a fast Hugging Face tokenizer
-    wraps), or ``None`` when ``tokenizer`` holds none.
-
-    The same tokens as ``tokenizer.encode(text, add_special_tokens=False)`` at a third of the cost per
-    call. A copy, because padding and truncation settings live in the tokenizer (saved ones often pad to
-    128) and any call elsewhere may change them; the copy has neither.
-    """
-    rust = getattr(tokenizer, "backend_tokenizer", tokenizer)
-    if not type(rust).__module__.startswith("tokenizers"):
-        return None
-    try:
-        from tokenizers import Tokenizer
-
-        if not isinstance(rust, Tokenizer):
-            return None
-        private = Tokenizer.from_str(rust.to_str())
-        private.no_padding()
-        private.no_truncation()
-    except Exception as e:  # an exotic build: the plain encode() path below still works
-        logger.debug("counting with %s.encode: no private copy of its tokenizer (%r)", type(tokenizer), e)
-        return None
-    encode = private.encode
-    return lambda text: len(encode(text, add_special_tokens=False))
-
-
-def _encode_counter(count: Any) -> Callable[[str], int]:
-    """A counter on ``count``'s own ``encode``, or ``count`` itself when it is a plain callable."""
-    if callable(getattr(count, "encode_ordinary", None)):  # tiktoken: encode() refuses special tokens
-        return _length_of(count.encode_ordinary)
-    if callable(getattr(count, "encode", None)):  # a slow Hugging Face or a sentencepiece-like tokenizer
-        encode = count.encode
-        try:
-            encode("", add_special_tokens=False)
-        except TypeError:
-            return _length_of(encode)
-        # Specials are left out: they do not grow with the text, and the embedder adds its own.
-        return lambda text: len(encode(text, add_special_tokens=False))
-    if callable(count):
-        return count
-    raise ConfigError(f"{_COUNT_KINDS}, got {type(count).__name__}")
-
-
-def _length_of(encode: Callable[[str], Any]) -> Callable[[str], int]:
-    return lambda text: len(encode(text))
-
 
 def _check_int(value: Any, name: str) -> int:
     try:
@@ -157,6 +104,10 @@ class RecursiveChunker:
             must be deterministic.
         max_length: an upper bound for ``chunk_size``. Default: the ``max_length`` attribute of ``count``
             when it has one (embedders do), so that chunks never exceed what the model reads.
+        contextual_headers: give each chunk a :attr:`~ragkit.types.Chunk.header`: the document's
+            ``metadata["title"]`` and the chunk's heading path, embedded in front of its text (see the
+            module docstring: ``header + text`` fits ``chunk_size``). Lexical search (BM25) never sees
+            the header, only the stored text.
 
     Raises:
         InputTypeError: ``chunk_size``, ``overlap`` or ``max_length`` is not an int.
@@ -168,6 +119,10 @@ class RecursiveChunker:
         ['One sentence here.', 'here. Another one follows.']
         >>> chunker.spec()
         {'unit': 'characters', 'chunk_size': 30, 'overlap': 10}
+        >>> from ragkit.types import Document
+        >>> doc = Document(text="Relevance feedback helps.", metadata={"title": "Retrieval"})
+        >>> [c.header for c in RecursiveChunker(60, 0, contextual_headers=True).chunk(doc)]
+        ['Retrieval\\n\\n']
     """
 
     def __init__(
@@ -177,8 +132,12 @@ class RecursiveChunker:
         *,
         count: Any = None,
         max_length: int | None = None,
+        contextual_headers: bool = False,
     ) -> None:
-        self._count, self.unit, self._empty = _make_counter(count)
+        if not isinstance(contextual_headers, bool):
+            kind = type(contextual_headers).__name__
+            raise InputTypeError(f"contextual_headers must be a bool, got {kind}")
+        self._count, self.unit, self._empty = make_counter(count)
         default_size, overlap_ratio = _DEFAULTS[self.unit]
         if max_length is None and count is not None:
             attr = getattr(count, "max_length", None)
@@ -200,12 +159,18 @@ class RecursiveChunker:
         self.chunk_size: int = size
         self.overlap: int = ov
         self.max_length: int | None = max_length
+        self.contextual_headers: bool = contextual_headers
         # Characters are counted by len(): exact and additive, so nothing needs re-checking.
         self._exact = self._count is len
 
     @classmethod
     def for_embedder(
-        cls, embedder: Any, chunk_size: int | None = None, overlap: int | None = None
+        cls,
+        embedder: Any,
+        chunk_size: int | None = None,
+        overlap: int | None = None,
+        *,
+        contextual_headers: bool = False,
     ) -> RecursiveChunker:
         """The chunker a pipeline uses for ``embedder``: in its tokens when it can count them.
 
@@ -219,20 +184,32 @@ class RecursiveChunker:
             {'unit': 'characters', 'chunk_size': 2000, 'overlap': 200}
         """
         if callable(getattr(embedder, "count_tokens", None)):
-            return cls(chunk_size, overlap, count=embedder)
-        return cls(chunk_size, overlap)
+            return cls(chunk_size, overlap, count=embedder, contextual_headers=contextual_headers)
+        return cls(chunk_size, overlap, contextual_headers=contextual_headers)
 
     def spec(self) -> dict[str, Any]:
         """A JSON-able description, written to a saved pipeline's manifest.
 
+        ``contextual_headers`` appears only when it is on, so a spec without it (every index saved
+        before headers existed) means off.
+
         Example:
             >>> RecursiveChunker(100, 10).spec()
             {'unit': 'characters', 'chunk_size': 100, 'overlap': 10}
+            >>> RecursiveChunker(100, 10, contextual_headers=True).spec()["contextual_headers"]
+            True
         """
-        return {"unit": self.unit, "chunk_size": self.chunk_size, "overlap": self.overlap}
+        spec: dict[str, Any] = {"unit": self.unit, "chunk_size": self.chunk_size, "overlap": self.overlap}
+        if self.contextual_headers:
+            spec["contextual_headers"] = True
+        return spec
 
     def __repr__(self) -> str:
-        return f"RecursiveChunker(unit={self.unit!r}, chunk_size={self.chunk_size}, overlap={self.overlap})"
+        headers = ", contextual_headers=True" if self.contextual_headers else ""
+        return (
+            f"RecursiveChunker(unit={self.unit!r}, chunk_size={self.chunk_size}, overlap={self.overlap}"
+            f"{headers})"
+        )
 
     def chunk(self, document: Any) -> list[Chunk]:
         """Cut a document into :class:`~ragkit.types.Chunk` objects.
@@ -242,15 +219,29 @@ class RecursiveChunker:
 
         Returns:
             The chunks in text order, with ids ``f"{doc.id}#{n}"`` (``n`` from 0), exact ``start`` /
-            ``end`` offsets into ``document.text`` and a copy of the document's metadata.
+            ``end`` offsets into ``document.text``, a copy of the document's metadata, the chunk's
+            ``location`` (``{}`` without sections) and its ``header`` (``""`` unless
+            ``contextual_headers``).
+
+        Raises:
+            InvalidInputError: sections outside the text, out of order or overlapping.
 
         Example:
             >>> from ragkit.types import Document
             >>> doc = Document(id="d", text="Alpha beta.\\n\\nGamma delta.", metadata={"lang": "en"})
             >>> [(c.id, c.text, c.start, c.metadata) for c in RecursiveChunker(12, 0).chunk(doc)]
             [('d#0', 'Alpha beta.', 0, {'lang': 'en'}), ('d#1', 'Gamma delta.', 13, {'lang': 'en'})]
+            >>> from ragkit.types import Section
+            >>> paged = Document(text="First page.\\n\\nSecond page.", sections=[
+            ...     Section(start=0, end=11, page=1), Section(start=13, end=25, page=2)])
+            >>> [(c.text, c.location) for c in RecursiveChunker(20, 0).chunk(paged)]
+            [('First page.', {'page': 1}), ('Second page.', {'page': 2})]
         """
         doc = to_document(document)
+        if not doc.sections and not self.contextual_headers:
+            pieces = [(start, end, "", {}) for start, end in self.split(doc.text)]
+        else:
+            pieces = self._structured(doc)
         return [
             Chunk(
                 id=f"{doc.id}#{n}",
@@ -259,9 +250,25 @@ class RecursiveChunker:
                 start=start,
                 end=end,
                 metadata=copy.deepcopy(doc.metadata),
+                location=location,
+                header=header,
             )
-            for n, (start, end) in enumerate(self.split(doc.text))
+            for n, (start, end, header, location) in enumerate(pieces)
         ]
+
+    def _structured(self, doc: Document) -> list[tuple[int, int, str, dict[str, Any]]]:
+        """Each segment split on its own, under its own header: ``(start, end, header, location)``."""
+        title = doc.metadata.get("title")
+        pieces = []
+        for seg in segments(doc):
+            header = ""
+            if self.contextual_headers:
+                header = fit_header(contextual_header(title, seg.headings), self._count, self.chunk_size // 2)
+            cuts = [c - seg.start for c in seg.cuts]
+            for start, end in self._split(doc.text[seg.start : seg.end], header, cuts):
+                a, b = seg.start + start, seg.start + end
+                pieces.append((a, b, header, chunk_location(doc.sections, a, b, seg.headings)))
+        return pieces
 
     def split(self, text: str) -> list[tuple[int, int]]:
         """The ``(start, end)`` character spans of the chunks of ``text``, in order.
@@ -271,29 +278,53 @@ class RecursiveChunker:
             [(0, 9), (10, 14)]
         """
         check_text(text)
-        return _Split(self, text).run()
+        return self._split(text, "", ())
+
+    def _split(self, text: str, header: str, cuts: Any) -> list[tuple[int, int]]:
+        size, overlap, count, empty = self.chunk_size, self.overlap, self._count, self._empty
+        if header:
+            used = count(header)
+            # header + text must fit: the text's budget is what the header leaves; non-additive token
+            # counts are handled exactly by counting every piece after the header.
+            size, overlap = size - used, overlap * (size - used) // size
+            if not self._exact:
+                counted, count, empty = count, (lambda piece: counted(header + piece) - used), 0
+        return _Split(text, size, overlap, count, self._exact, empty, cuts).run()
 
 
 class _Split:
     """The state of one ``split`` call: words, boundary kinds and running token estimates.
 
     Word ``i`` is ``text[A[i]:E[i]]``; ``K[i]`` is the kind of the boundary after it (the last word is
-    followed by the end of the text, as strong as a paragraph). ``Q[i]`` estimates the units of the
+    followed by the end of the text, as strong as a section start). ``Q[i]`` estimates the units of the
     first ``i`` words with their leading whitespace, minus the constant a counter adds to any text.
     """
 
-    def __init__(self, chunker: RecursiveChunker, text: str) -> None:
+    def __init__(
+        self,
+        text: str,
+        size: int,
+        overlap: int,
+        count: Callable[[str], int],
+        exact: bool,
+        empty: int,
+        cuts: Any = (),
+    ) -> None:
         self.text = text
-        self.size = chunker.chunk_size
-        self.overlap = chunker.overlap
-        self.count = chunker._count
-        self.exact = chunker._exact
-        self.empty = chunker._empty
+        self.size = size
+        self.overlap = overlap
+        self.count = count
+        self.exact = exact
+        self.empty = empty
         self.memo: dict[str, int] = {}
         spans = [m.span() for m in _WORD_RE.finditer(text)]
         self.A = [a for a, _ in spans]
         self.E = [e for _, e in spans]
         self.K = self._kinds()
+        for cut in cuts:  # a section start between two words is the strongest boundary
+            i = bisect_right(self.E, cut) - 1
+            if 0 <= i < len(self.A) - 1 and cut <= self.A[i + 1]:
+                self.K[i] = _SECTION
         self.by_kind: list[list[int]] = [[] for _ in _KINDS]
         for i, kind in enumerate(self.K):
             self.by_kind[kind].append(i)
@@ -319,7 +350,7 @@ class _Split:
                     j -= 1
                 kinds.append(_SENTENCE if text[j] in _TERMINATORS else _WORD)
         if A:
-            kinds.append(_PARAGRAPH)
+            kinds.append(_SECTION)  # the end of the text: the strongest boundary there is
         return kinds
 
     def _estimates(self) -> list[int]:

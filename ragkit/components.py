@@ -89,7 +89,7 @@ _BY_CLASS: Mapping[tuple[str, str], str] = {(b.module, b.attr): name for name, b
 _lock = threading.Lock()
 _USER: dict[str, tuple[str, Callable[..., Any]]] = {}  # name -> (role, factory)
 
-_CHUNKER_KEYS = ("chunk_size", "overlap", "unit")
+_CHUNKER_KEYS = ("chunk_size", "contextual_headers", "overlap", "unit")
 _SECRET_KEYS = frozenset(
     {
         "api_key",
@@ -314,15 +314,17 @@ def _build_chunker(cls: Any, spec: Mapping[str, Any], embedder: Any) -> Any:
     if unit not in ("tokens", "characters"):
         raise ConfigError(f"unit must be 'tokens' or 'characters', got {unit!r}")
     size, overlap = spec.get("chunk_size"), spec.get("overlap")
+    # Absent means off: specs saved before contextual headers existed, whatever today's default.
+    headers = spec.get("contextual_headers", False)
     if unit == "tokens":
         if callable(getattr(embedder, "count_tokens", None)):
-            return cls.for_embedder(embedder, chunk_size=size, overlap=overlap)
+            return cls.for_embedder(embedder, chunk_size=size, overlap=overlap, contextual_headers=headers)
         logger.warning(
             "the saved chunker counts %s tokens, but the embedder cannot count tokens: "
             "new documents are cut in characters; pass chunker= to choose",
             size,
         )
-    return cls(size, overlap)
+    return cls(size, overlap, contextual_headers=headers)
 
 
 def build_component(

@@ -17,6 +17,10 @@ exception means the same thing, the ragkit error derives from it too (a wrong ty
     ├── LockError                                    another process already writes to that directory
     ├── ReadOnlyError                                a write to a pipeline loaded with read_only=True
     ├── StorageError              (also OSError)     the disk refused a write: full, read-only, no access
+    ├── LoaderError                                  a file ragkit.loaders cannot read; has path, reason
+    │   ├── UnsupportedFormatError                   a suffix no loader reads (.doc, .xls, ...)
+    │   ├── EncryptedFileError                       a PDF or Word file that needs a password
+    │   └── CorruptFileError                         a damaged file, or records without 'text'
     └── RemoteError                                  an HTTP backend failed; has status_code, body, ...
         ├── AuthenticationError                      401 / 403: a missing or wrong API key
         ├── RateLimitError                           429, still after every retry
@@ -32,11 +36,14 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
+    "CorruptFileError",
+    "EncryptedFileError",
     "IndexMismatchError",
     "InputTooLongError",
     "InputTypeError",
     "IntegrityError",
     "InvalidInputError",
+    "LoaderError",
     "LockError",
     "MissingDependencyError",
     "RagkitError",
@@ -46,6 +53,7 @@ __all__ = [
     "RemoteError",
     "StorageError",
     "UnavailableError",
+    "UnsupportedFormatError",
 ]
 
 
@@ -119,6 +127,43 @@ class StorageError(RagkitError, OSError):
         >>> isinstance(StorageError("the disk is full"), OSError)
         True
     """
+
+
+class LoaderError(RagkitError):
+    """A file that :mod:`ragkit.loaders` cannot turn into documents.
+
+    Attributes:
+        path: the file, as given.
+        reason: what is wrong with it, without the path (the message is ``"{path}: {reason}"``).
+
+    Example:
+        >>> err = CorruptFileError("notes.pdf", "not a PDF (no header)")
+        >>> err.path, err.reason, isinstance(err, LoaderError)
+        ('notes.pdf', 'not a PDF (no header)', True)
+        >>> str(err)
+        'notes.pdf: not a PDF (no header)'
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple:
+        # The default rebuilds from args (the message alone); a worker process must send both fields.
+        return type(self), (self.path, self.reason)
+
+
+class UnsupportedFormatError(LoaderError):
+    """No loader reads files with this suffix (``.doc``, ``.xlsx``, ...); the reason says what to do."""
+
+
+class EncryptedFileError(LoaderError):
+    """The file is encrypted and does not open without a password."""
+
+
+class CorruptFileError(LoaderError):
+    """The file is damaged or truncated, or its content is not what its suffix promises."""
 
 
 class RemoteError(RagkitError):

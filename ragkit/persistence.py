@@ -68,7 +68,10 @@ __all__ = [
 
 logger = logging.getLogger("ragkit")
 
-FORMAT_VERSION = 2
+# 1: ragkit 0.1. 2: tagged file names, the backend entry. 3: chunks keep a location and a header
+# (the SQLite store's schema 2, migrated in place from schema 1 by the first write; a format-2
+# directory reads as it is, its chunks without location or header).
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 LOCK_FILE = ".lock"
 # What a save of this ragkit names its files: <kind>-<generation>-<10 hex digits>, plus temporary
@@ -309,7 +312,7 @@ class Manifest(BaseModel):
     """The commit record of a saved pipeline (``manifest.json``).
 
     Attributes:
-        format_version: the layout of the directory (this ragkit writes 2, reads 1 and 2).
+        format_version: the layout of the directory (this ragkit writes 3, reads 1 to 3).
         fingerprint: the embedder's fingerprint; vectors of another one are not comparable.
         embedder, reranker, chunker: registry entries to rebuild them (``None``: pass them to load).
         backend: the backend's own entry; ``backend["kind"]`` is ``"local"`` or ``"postgres"``.
@@ -322,7 +325,7 @@ class Manifest(BaseModel):
         >>> m = Manifest(fingerprint={"model": "m"}, backend={"kind": "local"}, generation=0,
         ...              counts=Counts(documents=0, chunks=0))
         >>> m.format_version
-        2
+        3
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -380,6 +383,9 @@ def _upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
 
 def read_manifest(root: Path) -> Manifest:
     """Read and validate ``root/manifest.json``, upgrading format 1 in memory.
+
+    Format 2 and 3 manifests have the same fields; what changed is the store's schema, which the
+    store reads (and migrates when written) itself (:mod:`ragkit.backends.sqlite_schema`).
 
     Raises:
         IntegrityError: no manifest, unreadable JSON, a missing or mistyped field, or a format

@@ -44,7 +44,7 @@ from ragkit.filters import check_metadata
 from ragkit.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_RRF_K, check_alpha
 from ragkit.retrieval import Retrieval, _check_k, check_fusion
 from ragkit.saving import Persistence, _canonical, _fingerprint_diff
-from ragkit.store import text_hash
+from ragkit.store import embed_hash, embed_text, text_hash
 from ragkit.types import AddResult, Chunk, Document, check_text, to_document
 
 __all__ = ["AddResult", "Pipeline"]
@@ -56,6 +56,10 @@ def _iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     it = iter(items)
     while batch := list(islice(it, size)):
         yield batch
+
+
+def _embedder_part(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fingerprint.items() if k != "contextual_headers"}
 
 
 class Pipeline(Retrieval, Persistence):
@@ -70,7 +74,10 @@ class Pipeline(Retrieval, Persistence):
             ``candidates`` first-stage hits (default ``max(50, k)``).
         chunker: defaults to ``RecursiveChunker.for_embedder(embedder)``: tokens of the embedder's
             tokenizer when it has ``count_tokens`` (512/64, never above its ``max_length``), else
-            characters (2000/200).
+            characters (2000/200). A chunker with ``contextual_headers=True`` (the embedder sees each
+            chunk's header before its text) is part of the index's fingerprint: an index built with
+            headers refuses a chunker without them and the other way round
+            (:class:`~ragkit.errors.IndexMismatchError`), so vectors of both kinds never mix.
         query_cache_size: LRU cache of query embeddings (chatbot traffic repeats itself); 0 disables.
         batch_size: documents per ``add`` transaction (memory stays flat for any corpus).
         rrf_k: the constant of reciprocal-rank fusion in hybrid mode: 30, measured on CISI (Cormack et
@@ -154,14 +161,32 @@ class Pipeline(Retrieval, Persistence):
 
     # ------------------------------------------------------------------------------------ housekeeping
 
+    def _bound_fingerprint(self, embedder: Any) -> dict[str, Any]:
+        """What the vectors depend on: the embedder's fingerprint, and ``contextual_headers: True``
+        when the chunker embeds headers (absent otherwise, so indexes made before headers existed
+        keep their fingerprint)."""
+        fp = dict(embedder.fingerprint)
+        if getattr(self.chunker, "contextual_headers", False) is True:
+            fp["contextual_headers"] = True
+        return _canonical(fp)
+
     def _bind_fingerprint(self) -> None:
-        """Record the embedder's fingerprint in the backend, or refuse data made by another embedder."""
-        fp = _canonical(self.embedder.fingerprint)
+        """Record the fingerprint in the backend, or refuse data made by another embedder or with
+        contextual headers toggled."""
+        fp = self._bound_fingerprint(self.embedder)
         stored = self.backend.get_meta("fingerprint")
         if stored is None:
             if not self.read_only:
                 self.backend.set_meta("fingerprint", fp)
         elif stored != fp and not self._is_legacy(stored, fp):
+            if isinstance(stored, dict) and _embedder_part(stored) == _embedder_part(fp):
+                headers = bool(stored.get("contextual_headers"))
+                raise IndexMismatchError(
+                    f"the index was built {'with' if headers else 'without'} contextual headers and this "
+                    f"chunker {'does not embed them' if headers else 'embeds them'}: vectors embedded with "
+                    "and without headers must not mix. Use a chunker with "
+                    f"contextual_headers={headers}, or index the documents again into a new pipeline"
+                )
             raise IndexMismatchError(
                 f"the index was built with a different embedder ({_fingerprint_diff(stored, fp)}); "
                 "vectors from different models or dimensions are not comparable: load it with the original "
@@ -176,11 +201,15 @@ class Pipeline(Retrieval, Persistence):
     def _recorded_fingerprint(self) -> dict[str, Any]:
         """The fingerprint the backend holds for this embedder (a legacy name is kept: the store's
         vectors and the manifest must keep agreeing, and a reindex records the new one)."""
-        fp = _canonical(self.embedder.fingerprint)
-        if self._legacy_model is None:
-            return fp
+        fp = self._bound_fingerprint(self.embedder)
         stored = self.backend.get_meta("fingerprint")
-        return stored if self._is_legacy(stored, fp) else fp
+        if self._is_legacy(stored, fp):
+            return stored
+        if isinstance(stored, dict) and _embedder_part(stored) == _embedder_part(fp):
+            # The vectors' own record: a chunker swapped in after binding must not rewrite it (the
+            # next add refuses that chunker, and a load names the mismatch).
+            return stored
+        return fp
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -248,6 +277,7 @@ class Pipeline(Retrieval, Persistence):
             AddResult(added=2, updated=0, metadata_updated=0, unchanged=0, chunks=2, embedded=2)
         """
         self._check_writable()
+        self._bind_fingerprint()  # pipe.chunker may have been swapped for one that toggles headers
         if isinstance(documents, (str, Document, Mapping)):
             documents = [documents]
         elif (
@@ -300,20 +330,22 @@ class Pipeline(Retrieval, Persistence):
             to_write.append((doc, list(self.chunker.chunk(doc))))
         upserts: list[Upsert] = []
         if to_write:
-            hashes = [text_hash(c.text) for _, chunks in to_write for c in chunks]
+            # The cache key is the hash of what is embedded (header + text): toggling headers never
+            # reuses a vector of the same text embedded without one.
+            hashes = [embed_hash(c) for _, chunks in to_write for c in chunks]
             cached = self.backend.vectors_for_hashes(hashes)
             missing = list(dict.fromkeys(h for h in hashes if h not in cached))
             if missing:
                 first: dict[str, Chunk] = {}
                 for _, chunks in to_write:
                     for c in chunks:
-                        first.setdefault(text_hash(c.text), c)
+                        first.setdefault(embed_hash(c), c)
                 vectors = self._embed_documents([first[h] for h in missing])
                 cached.update(zip(missing, vectors, strict=True))
                 result.embedded += len(missing)
             dim = int(self.embedder.dim)
             for doc, chunks in to_write:
-                rows = [cached[text_hash(c.text)] for c in chunks]
+                rows = [cached[embed_hash(c)] for c in chunks]
                 upserts.append(Upsert(doc, tuple(chunks), np.stack(rows) if rows else np.zeros((0, dim))))
                 result.chunks += len(chunks)
         if upserts or metadata_updates:
@@ -321,7 +353,7 @@ class Pipeline(Retrieval, Persistence):
         return result
 
     def _embed_documents(self, chunks: list[Chunk]) -> np.ndarray:
-        vectors = self.embedder.embed_documents([c.text for c in chunks])
+        vectors = self.embedder.embed_documents([embed_text(c) for c in chunks])
         return check_vectors(vectors, dim=int(self.embedder.dim), names=[f"chunk {c.id!r}" for c in chunks])
 
     def delete(
@@ -364,7 +396,8 @@ class Pipeline(Retrieval, Persistence):
         """Re-embed every chunk with another embedder, from the stored text.
 
         The new vectors are staged and swapped in atomically: a failure part-way leaves the old
-        embedder's vectors in place. Chunks are kept as they are.
+        embedder's vectors in place. Chunks are kept as they are, headers included: each is embedded
+        as ``header + text``, as when it was added.
 
         Example:
             >>> pipe.reindex(Qwen3Embedder("Qwen/Qwen3-Embedding-4B", dim=1024))  # doctest: +SKIP
@@ -392,7 +425,7 @@ class Pipeline(Retrieval, Persistence):
                 yield ids, vectors
 
         try:
-            self.backend.replace_vectors(pages(), _canonical(embedder.fingerprint))
+            self.backend.replace_vectors(pages(), self._bound_fingerprint(embedder))
         finally:
             bar.close()
         self.embedder = embedder

@@ -470,7 +470,8 @@ class Retrieval:
         """Each hit merged with up to ``window`` neighbouring chunks on each side (offsets kept).
 
         Useful to give a language model more context than one chunk. Scores and ranks are kept;
-        the text is the document's text from the first to the last merged chunk.
+        the text is the document's text from the first to the last merged chunk. ``location`` and
+        ``header`` stay those of the hit's own chunk (where the match is).
 
         Example:
             >>> wide = pipe.expand(pipe.search("refund policy", k=3), window=1)  # doctest: +SKIP

@@ -90,6 +90,8 @@ class Persistence:
 
         def _recorded_fingerprint(self) -> dict[str, Any]: ...
 
+        def _bound_fingerprint(self, embedder: Any) -> dict[str, Any]: ...
+
         def _is_legacy(self, stored: Any, fp: Mapping[str, Any]) -> bool: ...
 
     @property
@@ -282,7 +284,7 @@ class Persistence:
             trust_hosts=self._trust_hosts,
             backend=self._given_backend,
         )
-        fp = _canonical(self.embedder.fingerprint)
+        fp = self._bound_fingerprint(self.embedder)
         stored = backend.get_meta("fingerprint")
         if stored is not None and stored != fp and not self._is_legacy(stored, fp):
             if backend is not self._given_backend:

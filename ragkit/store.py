@@ -4,9 +4,16 @@ The FAISS and BM25 indexes are derived from what is here and can always be rebui
 write is one transaction that also bumps a generation counter, so a reader can tell whether a derived
 index saved beside the store is still current.
 
+Each chunk keeps its ``location`` (JSON: where in the document it came from) and ``header`` (the
+contextual header embedded in front of its text); its content hash is :func:`embed_hash`, the hash of
+``header + text``, which is the key of the embedding cache. The tables, their versions and the
+migration of older stores are in :mod:`ragkit.backends.sqlite_schema`; opening the file read-only
+in :mod:`ragkit.backends.sqlite_files`.
+
 Metadata filters (:mod:`ragkit.filters`) are translated to parameterised SQL over SQLite's JSON
 functions by :func:`ragkit.backends.sqlite_filter.sqlite_where`: keys and values travel as bound
-parameters, never as SQL text.
+parameters, never as SQL text. They select on the *document's* metadata: a chunk's ``location`` is
+not visible to filters.
 
 Example:
     >>> import numpy as np
@@ -22,10 +29,8 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -35,46 +40,18 @@ from typing import Any
 
 import numpy as np
 
+from ragkit.backends import sqlite_schema
 from ragkit.backends.base import Upsert
+from ragkit.backends.rows import embed_hash, embed_text, location_json, text_hash
+from ragkit.backends.sqlite_files import connect_read_only, storage_error
 from ragkit.backends.sqlite_filter import sqlite_where
-from ragkit.errors import IntegrityError, InvalidInputError, LockError, ReadOnlyError, StorageError
+from ragkit.errors import IntegrityError, InvalidInputError, ReadOnlyError
 from ragkit.filters import Node, check_metadata, parse_filter
 from ragkit.types import Chunk, Document
 
 logger = logging.getLogger("ragkit")
 
-__all__ = ["SQLiteStore", "WriteResult", "text_hash"]
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    text TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    vid INTEGER PRIMARY KEY AUTOINCREMENT,
-    doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-    n INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    start INTEGER NOT NULL,
-    "end" INTEGER NOT NULL,
-    hash TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    UNIQUE (doc_id, n)
-);
-CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(hash);
-"""
-
-
-def text_hash(text: str) -> str:
-    """The content hash of a chunk or document text (sha256, hex)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
+__all__ = ["SQLiteStore", "WriteResult", "embed_hash", "embed_text", "location_json", "text_hash"]
 
 # ------------------------------------------------------------------------------------------------ store
 
@@ -99,6 +76,9 @@ class SQLiteStore:
     are ``INTEGER PRIMARY KEY AUTOINCREMENT``: SQLite never
     reuses them, so the derived indexes cannot confuse an old vector with a new one.
 
+    A store of an older schema is read as it is (missing chunk columns read as their defaults)
+    and migrated in place, in one transaction, when it is opened for writing.
+
     Args:
         path: the database file, or ``":memory:"`` (one connection, for tests and doctests).
         read_only: open without write access; every write raises :class:`ReadOnlyError`.
@@ -119,6 +99,7 @@ class SQLiteStore:
         self._writer: sqlite3.Connection | None = None
         self._immutable_copy: Any = None
         self._keepalive: Any = None  # e.g. the temporary directory the file lives in
+        self._version = sqlite_schema.SCHEMA_VERSION  # of the file; a reader of an older one reads defaults
         if self.path == ":memory:":
             self._shared = self._open()
         if not read_only:
@@ -141,16 +122,12 @@ class SQLiteStore:
                     conn.execute("PRAGMA synchronous=FULL")
                     conn.execute("PRAGMA foreign_keys=ON")
                     self._connections.append(conn)
-                conn.executescript(_SCHEMA)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                )
-                conn.commit()
+                sqlite_schema.create(conn)  # migrates a store of an older schema, in one transaction
             except sqlite3.OperationalError as e:
-                raise _storage_error(self.path, e) from e
+                raise storage_error(self.path, e) from e
             except sqlite3.DatabaseError as e:
                 raise IntegrityError(f"cannot open the store {self.path}: {e}") from e
+            self._version = sqlite_schema.read_version(conn, self.path)
             self._writer = conn
             self.read_only = False
 
@@ -159,7 +136,7 @@ class SQLiteStore:
     def _open(self) -> sqlite3.Connection:
         try:
             if self.read_only:
-                conn = self._open_read_only()
+                conn, self._immutable_copy = connect_read_only(Path(self.path), self._immutable_copy)
             elif self.path == ":memory:":
                 conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
             else:
@@ -176,39 +153,6 @@ class SQLiteStore:
         self._connections.append(conn)
         return conn
 
-    def _open_read_only(self) -> sqlite3.Connection:
-        """A read-only connection, also on a read-only filesystem.
-
-        A WAL database wants its ``-shm`` file writable even for readers. Where it cannot be
-        (a read-only mount), the file is opened ``immutable`` when no committed transaction waits
-        in a ``-wal`` file, else from a private copy of the database and its WAL.
-        """
-        path = Path(self.path).resolve()
-        uri = path.as_uri()
-        if self._immutable_copy is not None:
-            uri = Path(self._immutable_copy.name, path.name).as_uri()
-        conn = sqlite3.connect(uri + "?mode=ro", uri=True, check_same_thread=False, timeout=30)
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return conn
-        except sqlite3.OperationalError as e:
-            conn.close()
-            if not _read_only_filesystem(path.parent):
-                raise IntegrityError(f"cannot open the store {self.path}: {e}") from e
-        wal = path.with_name(path.name + "-wal")
-        if not wal.exists() or wal.stat().st_size == 0:
-            conn = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, check_same_thread=False)
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return conn
-        import shutil
-        import tempfile
-
-        logger.info("%s: read-only filesystem with a pending WAL; reading a private copy", path)
-        self._immutable_copy = tempfile.TemporaryDirectory(prefix="ragkit-ro-")
-        for src in (path, wal):
-            shutil.copyfile(src, Path(self._immutable_copy.name, src.name))
-        return self._open_read_only()
-
     def _conn(self) -> sqlite3.Connection:
         if self._shared is not None:
             return self._shared
@@ -218,12 +162,7 @@ class SQLiteStore:
         return conn
 
     def _check_schema(self) -> None:
-        try:
-            row = self._conn().execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.DatabaseError as e:
-            raise IntegrityError(f"{self.path} is not a ragkit store or is damaged: {e}") from e
-        if row is None or int(row[0]) != SCHEMA_VERSION:
-            raise IntegrityError(f"{self.path}: unsupported store schema version {row and row[0]}")
+        self._version = sqlite_schema.read_version(self._conn(), self.path)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -244,7 +183,7 @@ class SQLiteStore:
                 if isinstance(e, UnicodeEncodeError):
                     raise InvalidInputError(f"text that UTF-8 cannot encode: {e}") from e
                 if isinstance(e, sqlite3.OperationalError):
-                    raise _storage_error(self.path, e) from e
+                    raise storage_error(self.path, e) from e
                 raise
 
     def close(self) -> None:
@@ -356,14 +295,15 @@ class SQLiteStore:
         """Chunks by vector id (ids that no longer exist are absent from the result)."""
         out: dict[int, Chunk] = {}
         conn = self._conn()
+        extra = sqlite_schema.chunk_columns(self._version, "c")
         for part in _batches([int(v) for v in vids], 500):
             marks = ",".join("?" * len(part))
             rows = conn.execute(
-                f'SELECT c.vid, c.doc_id, c.n, c.text, c.start, c."end", d.metadata FROM chunks c '
+                f'SELECT c.vid, c.doc_id, c.n, c.text, c.start, c."end", d.metadata, {extra} FROM chunks c '
                 f"JOIN documents d ON d.id = c.doc_id WHERE c.vid IN ({marks})",
                 part,
             )
-            for vid, doc_id, n, text, start, end, md in rows:
+            for vid, doc_id, n, text, start, end, md, location, header in rows:
                 out[vid] = Chunk(
                     id=f"{doc_id}#{n}",
                     doc_id=doc_id,
@@ -371,6 +311,8 @@ class SQLiteStore:
                     start=start,
                     end=end,
                     metadata=json.loads(md),
+                    location={} if location == "{}" else json.loads(location),
+                    header=header,
                 )
         return out
 
@@ -416,14 +358,18 @@ class SQLiteStore:
             vectors = np.stack([np.frombuffer(r[1], dtype="<f4") for r in rows]).astype(np.float32)
             yield ids, vectors
 
-    def iter_texts(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, list[str]]]:
-        """``(ids, texts)`` pages over every chunk, for rebuilding the lexical index."""
+    def iter_texts(
+        self, batch_size: int = 4096, *, headers: bool = True
+    ) -> Iterator[tuple[np.ndarray, list[str]]]:
+        """``(ids, texts)`` pages over every chunk: what was embedded (``header + text``, for a
+        reindex), or with ``headers=False`` the stored text alone (for the lexical index)."""
+        text = "header || text" if headers and self._version >= 2 else "text"
         last = 0
         while True:
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT vid, text FROM chunks WHERE vid > ? ORDER BY vid LIMIT ?", (last, batch_size)
+                    f"SELECT vid, {text} FROM chunks WHERE vid > ? ORDER BY vid LIMIT ?", (last, batch_size)
                 )
                 .fetchall()
             )
@@ -445,10 +391,13 @@ class SQLiteStore:
         """
         result = WriteResult()
         # Serialised before the transaction, so that bad metadata fails before anything is written.
-        rows = [(item, check_metadata(item.document.metadata)) for item in upserts]
+        rows = [
+            (item, check_metadata(item.document.metadata), [location_json(c) for c in item.chunks])
+            for item in upserts
+        ]
         updates = [(doc_id, check_metadata(md)) for doc_id, md in (metadata_updates or {}).items()]
         with self._transaction() as conn:
-            for item, metadata in rows:
+            for item, metadata, locations in rows:
                 doc = item.document
                 old = conn.execute("SELECT vid FROM chunks WHERE doc_id = ?", (doc.id,)).fetchall()
                 result.removed_ids.extend(int(r[0]) for r in old)
@@ -460,9 +409,19 @@ class SQLiteStore:
                 for n, (chunk, vector) in enumerate(zip(item.chunks, item.vectors, strict=True)):
                     blob = np.ascontiguousarray(vector, dtype="<f4").tobytes()
                     cur = conn.execute(
-                        'INSERT INTO chunks (doc_id, n, text, start, "end", hash, vector) '
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (doc.id, n, chunk.text, chunk.start, chunk.end, text_hash(chunk.text), blob),
+                        'INSERT INTO chunks (doc_id, n, text, start, "end", hash, vector, location, header) '
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            doc.id,
+                            n,
+                            chunk.text,
+                            chunk.start,
+                            chunk.end,
+                            embed_hash(chunk),
+                            blob,
+                            locations[n],
+                            chunk.header,
+                        ),
                     )
                     result.added_ids.append(int(cur.lastrowid))
                     result.added_vectors.append(np.asarray(vector, dtype=np.float32))
@@ -537,7 +496,7 @@ class SQLiteStore:
             except sqlite3.OperationalError as e:
                 with suppress(sqlite3.Error):
                     conn.rollback()
-                raise _storage_error(self.path, e) from e
+                raise storage_error(self.path, e) from e
             finally:
                 with suppress(sqlite3.Error):
                     conn.execute("DROP TABLE IF EXISTS staging_vectors")
@@ -553,7 +512,7 @@ class SQLiteStore:
                     if self._writer is not None:
                         self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.OperationalError as e:
-                    raise _storage_error(self.path, e) from e
+                    raise storage_error(self.path, e) from e
 
     def backup_to(self, path: str | Path) -> None:
         """Copy the whole database, consistently, to ``path`` (SQLite's online backup)."""
@@ -567,7 +526,7 @@ class SQLiteStore:
             finally:
                 target.close()
         except sqlite3.OperationalError as e:
-            raise _storage_error(str(path), e) from e
+            raise storage_error(str(path), e) from e
 
     def integrity_check(self) -> None:
         """Raise :class:`IntegrityError` unless SQLite's ``quick_check`` passes."""
@@ -577,22 +536,6 @@ class SQLiteStore:
             raise IntegrityError(f"the store {self.path} is damaged: {e}") from e
         if row is None or row[0] != "ok":
             raise IntegrityError(f"the store {self.path} is damaged: {row and row[0]}")
-
-
-def _read_only_filesystem(directory: Path) -> bool:
-    try:
-        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def _storage_error(path: str, e: sqlite3.OperationalError) -> Exception:
-    text = str(e)
-    if "full" in text or "disk I/O" in text or "readonly" in text:
-        return StorageError(f"the store {path} refused a write ({text}); nothing of it was written")
-    if "locked" in text or "busy" in text:
-        return LockError(f"the store {path} stayed locked by another connection for 30 s: {text}")
-    return IntegrityError(f"the store {path} failed: {text}")
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:

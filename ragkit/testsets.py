@@ -77,12 +77,13 @@ class RetrievalDataset(BaseModel):
     __str__ = __repr__
 
 
-def load_beir(path: str | Path, *, split: str = "test") -> RetrievalDataset:
+def load_beir(path: str | Path, *, split: str = "test", title_in_text: bool = True) -> RetrievalDataset:
     """Load a BEIR folder: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/{split}.tsv``.
 
     Document text is the title and the text separated by a blank line (the text alone when the title
-    is empty); the title and any ``metadata`` object are kept in ``Document.metadata``. Only queries
-    that have judgements in ``split`` are kept. ``.jsonl.gz`` files are read too.
+    is empty, or with ``title_in_text=False``); the title and any ``metadata`` object are kept in
+    ``Document.metadata``. Only queries that have judgements in ``split`` are kept. ``.jsonl.gz``
+    files are read too.
 
     Raises:
         FileNotFoundError: a file is missing.
@@ -98,7 +99,7 @@ def load_beir(path: str | Path, *, split: str = "test") -> RetrievalDataset:
     if not qrels_file.is_file():
         raise FileNotFoundError(f"no qrels for split {split!r}: {qrels_file} does not exist")
 
-    corpus = [_beir_document(row) for row in _read_jsonl(corpus_file)]
+    corpus = [_beir_document(row, title_in_text) for row in _read_jsonl(corpus_file)]
     all_queries = {str(row["_id"]): str(row["text"]) for row in _read_jsonl(queries_file)}
     qrels: dict[str, dict[str, int]] = {}
     with open(qrels_file, encoding="utf-8") as f:
@@ -122,6 +123,7 @@ def load_hf_beir(
     split: str = "test",
     qrels: str | None = None,
     revision: str | None = None,
+    title_in_text: bool = True,
 ) -> RetrievalDataset:
     """Load a BEIR-format dataset with 🤗 ``datasets``: from the hub, or a local copy of such a repository.
 
@@ -135,6 +137,8 @@ def load_hf_beir(
         split: the qrels split ("test", "dev", "train").
         qrels: the dataset that holds the qrels, when it is not at the default place.
         revision: a hub revision (branch, tag or commit) for reproducible runs.
+        title_in_text: glue each title to its text, as :func:`load_beir` does; ``False`` keeps the
+            title in ``metadata["title"]`` only.
 
     Raises:
         MissingDependencyError: ``datasets`` is not installed (``pip install 'ragkit[eval]'``).
@@ -154,7 +158,7 @@ def load_hf_beir(
             raise ConfigError(f"{name_or_path} config {config!r} has splits {list(loaded)}, expected one")
         return next(iter(loaded.values()))
 
-    corpus = [_beir_document(row) for row in only_split("corpus")]
+    corpus = [_beir_document(row, title_in_text) for row in only_split("corpus")]
     all_queries = {_row_id(row): str(row["text"]) for row in only_split("queries")}
 
     features = hf.Features(
@@ -195,16 +199,19 @@ def _hub_errors(name: str) -> Iterator[None]:
         raise ConfigError(f"cannot load {name!r} from the Hugging Face hub: {first}") from e
 
 
-def load_smart(directory: str | Path) -> RetrievalDataset:
+def load_smart(directory: str | Path, *, title_in_text: bool = True) -> RetrievalDataset:
     """Load a classic SMART collection such as CISI: ``*.ALL``, ``*.QRY`` and ``*.REL`` files.
 
     Records start with ``.I <id>``; fields are ``.T`` (title), ``.A`` (authors, one per line), ``.W``
     (abstract or query text), ``.X``/``.B`` (references, ignored). Document text is the title and the
     abstract separated by a blank line, with the hard line wraps of the abstract joined; the title
-    and authors go to ``Document.metadata``. A query's text is its ``.W`` field (some CISI queries
-    also carry the bibliographic fields of an example article; those are left out). The ``.REL``
-    file lists relevant pairs, ``query_id doc_id ...``: each listed pair has relevance 1 (CISI's
-    remaining columns are always 0). Only queries with judgements are kept.
+    and authors go to ``Document.metadata``. With ``title_in_text=False`` the text is the abstract
+    alone (the title when there is no abstract) and the title is only in ``metadata["title"]``: how
+    to measure contextual headers (``RecursiveChunker(contextual_headers=True)``). A query's text is
+    its ``.W`` field (some CISI queries also carry the bibliographic fields of an example article;
+    those are left out). The ``.REL`` file lists relevant pairs, ``query_id doc_id ...``: each listed
+    pair has relevance 1 (CISI's remaining columns are always 0). Only queries with judgements are
+    kept.
 
     Raises:
         FileNotFoundError: the directory lacks one of the three files.
@@ -220,7 +227,10 @@ def load_smart(directory: str | Path) -> RetrievalDataset:
     for doc_id, fields in _parse_smart(docs_file):
         title = _join_lines(fields.get("T", []))
         abstract = _join_lines(fields.get("W", []))
-        text = f"{title}\n\n{abstract}" if title and abstract else title or abstract
+        if title_in_text:
+            text = f"{title}\n\n{abstract}" if title and abstract else title or abstract
+        else:
+            text = abstract or title
         authors = [a.strip() for a in fields.get("A", []) if a.strip()]
         corpus.append(Document(id=doc_id, text=text, metadata={"title": title, "authors": authors}))
     all_queries = {
@@ -237,13 +247,13 @@ def load_smart(directory: str | Path) -> RetrievalDataset:
     return _assemble(root.resolve().name.lower(), corpus, all_queries, qrels)
 
 
-def load_dataset(path: str | Path, *, split: str = "test") -> RetrievalDataset:
+def load_dataset(path: str | Path, *, split: str = "test", title_in_text: bool = True) -> RetrievalDataset:
     """Load a test collection, detecting its layout.
 
     A directory with ``corpus.jsonl`` and ``qrels/{split}.tsv`` is a BEIR folder (:func:`load_beir`);
     one with ``*.ALL``, ``*.QRY`` and ``*.REL`` files is a SMART collection (:func:`load_smart`); any
     other directory (a local copy of a hub repository), and anything that is not a local path (a hub
-    id such as ``"BeIR/scifact"``), goes to :func:`load_hf_beir`.
+    id such as ``"BeIR/scifact"``), goes to :func:`load_hf_beir`. ``title_in_text`` goes to each.
 
     Example:
         >>> ds = load_dataset("data/cisi")  # doctest: +SKIP
@@ -255,10 +265,10 @@ def load_dataset(path: str | Path, *, split: str = "test") -> RetrievalDataset:
     if root.is_dir():
         names = {p.name for p in root.iterdir()}
         if names & {"corpus.jsonl", "corpus.jsonl.gz"} and (root / "qrels" / f"{split}.tsv").is_file():
-            return load_beir(root, split=split)
+            return load_beir(root, split=split, title_in_text=title_in_text)
         suffixes = {Path(n).suffix.upper() for n in names}
         if {".ALL", ".QRY", ".REL"} <= suffixes:
-            return load_smart(root)
+            return load_smart(root, title_in_text=title_in_text)
     elif root.exists():
         raise ConfigError(f"{root} is a file; pass the directory that holds the collection")
     elif not _HUB_ID.fullmatch(str(path)):
@@ -266,7 +276,7 @@ def load_dataset(path: str | Path, *, split: str = "test") -> RetrievalDataset:
             f"{path}: no such directory (give a BEIR folder, a SMART collection such as CISI, or a hub "
             "id such as BeIR/scifact)"
         )
-    return load_hf_beir(str(path), split=split)
+    return load_hf_beir(str(path), split=split, title_in_text=title_in_text)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -294,13 +304,16 @@ def _row_id(row: Mapping[str, Any]) -> str:
     return str(value)
 
 
-def _beir_document(row: Mapping[str, Any]) -> Document:
+def _beir_document(row: Mapping[str, Any], title_in_text: bool = True) -> Document:
     title = str(row.get("title") or "").strip()
     body = str(row.get("text") or "")
     metadata = dict(row.get("metadata") or {}) if isinstance(row.get("metadata"), Mapping) else {}
     if title:
         metadata["title"] = title
-    text = f"{title}\n\n{body}" if title and body else title or body
+    if title_in_text:
+        text = f"{title}\n\n{body}" if title and body else title or body
+    else:
+        text = body or title
     return Document(id=_row_id(row), text=text, metadata=metadata)
 
 

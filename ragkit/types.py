@@ -133,26 +133,69 @@ class Document(BaseModel):
         return data
 
 
+def check_sections(doc: Document) -> Document:
+    """Return ``doc`` if its sections lie inside its text, in order and without overlapping.
+
+    Each section must satisfy ``0 <= start <= end <= len(text)``, start where the one before it ended
+    or later, and have a page number of at least 1 when it has one. Empty sections are allowed.
+
+    Raises:
+        InvalidInputError: naming the first section that breaks a rule.
+
+    Example:
+        >>> doc = Document(text="Intro. Usage.", sections=[Section(start=0, end=6), Section(start=7, end=13)])
+        >>> len(check_sections(doc).sections)
+        2
+        >>> check_sections(Document(text="short", sections=[Section(start=0, end=9)]))
+        Traceback (most recent call last):
+        ...
+        ragkit.errors.InvalidInputError: Document.sections[0] spans 0..9, outside the text (0..5)
+    """
+    previous_end = 0
+    for n, section in enumerate(doc.sections):
+        where = f"Document.sections[{n}]"
+        if not 0 <= section.start <= section.end <= len(doc.text):
+            raise InvalidInputError(
+                f"{where} spans {section.start}..{section.end}, outside the text (0..{len(doc.text)})"
+                if section.start <= section.end
+                else f"{where} ends ({section.end}) before it starts ({section.start})"
+            )
+        if section.start < previous_end:
+            raise InvalidInputError(
+                f"{where} starts at {section.start}, before the section before it ends ({previous_end}): "
+                "sections must be in text order and must not overlap"
+            )
+        if section.page is not None and section.page < 1:
+            raise InvalidInputError(f"{where} has page {section.page}; pages are numbered from 1")
+        previous_end = section.end
+    return doc
+
+
 def to_document(item: Any) -> Document:
     """Normalise what users pass to ``Pipeline.add``: a ``str``, a ``dict`` or a :class:`Document`.
 
-    The text and id must be UTF-8 encodable (:func:`check_text`).
+    The text and id must be UTF-8 encodable (:func:`check_text`) and the sections must fit the text
+    (:func:`check_sections`).
 
     Example:
         >>> to_document({"id": "a", "text": "hi"}).id
         'a'
+        >>> to_document({"text": "hi", "sections": [{"start": 1, "end": 0}]})
+        Traceback (most recent call last):
+        ...
+        ragkit.errors.InvalidInputError: Document.sections[0] ends (0) before it starts (1)
     """
     if isinstance(item, Document):
         check_text(item.text, "Document.text")
         check_text(item.id, "Document.id")
-        return item
+        return check_sections(item)
     if isinstance(item, str):
         return Document(text=check_text(item, "Document.text"))
     if isinstance(item, Mapping):
         check_text(item.get("text"), "Document.text")
         if isinstance(item.get("id"), str):
             check_text(item["id"], "Document.id")
-        return Document(**item)
+        return check_sections(Document(**item))
     raise InputTypeError(f"expected a str, dict or Document, got {type(item).__name__}")
 
 
@@ -160,9 +203,25 @@ class Chunk(BaseModel):
     """A piece of a document, the unit that is embedded and retrieved.
 
     ``text == document.text[start:end]`` holds exactly. The id is ``f"{doc_id}#{n}"``.
-    ``location`` says where in the document the chunk came from (page, heading path; empty for
-    unstructured text). ``header`` is the contextual header embedded in front of the text (empty
-    unless the chunker adds one): the embedder sees ``header + text``, the stored text stays exact.
+
+    ``location`` says where in the document the chunk came from, from the document's
+    :attr:`~Document.sections` (:func:`ragkit.structure.chunk_location`); each key is there only
+    when it applies, and a document without sections gives ``{}``:
+
+    - ``"page"``: the 1-based page where the chunk starts (PDF);
+    - ``"pages"``: ``[first, last]``, only when the chunk runs over a page break;
+    - ``"heading"``: the heading path of the section the chunk lies in, ``"Install > From source"``
+      (the chunker never lets a chunk cross into a section under another heading).
+
+    ``header`` is the contextual header embedded in front of the text (``""`` unless the chunker
+    adds one: ``RecursiveChunker(contextual_headers=True)`` gives ``"<title>\\n<heading path>\\n\\n"``):
+    the embedder sees ``header + text``; the stored text, its offsets and lexical search (BM25) are
+    the text alone.
+
+    Example:
+        >>> Chunk(id="m#0", doc_id="m", text="Run make.", start=0, end=9,
+        ...       location={"page": 2, "heading": "Install > From source"}).location["heading"]
+        'Install > From source'
     """
 
     model_config = ConfigDict(frozen=True)
@@ -203,17 +262,9 @@ class Hit(Chunk):
         return self
 
     def __repr__(self) -> str:
-        from ragkit.display import snippet
+        from ragkit.display import hit_repr
 
-        stages = "".join(
-            f", {name}={value:.4f}"
-            for name in ("dense_score", "lexical_score", "fused_score", "rerank_score")
-            if (value := getattr(self, name)) is not None
-        )
-        return (
-            f"Hit(rank={self.rank}, score={self.score:.4f}{stages}, id={self.id!r}, "
-            f"text={snippet(self.text, 40)!r})"
-        )
+        return hit_repr(self)
 
     def _repr_html_(self) -> str:
         from ragkit.display import hits_html
@@ -251,7 +302,7 @@ class SearchResults(list[Hit]):
         return hits_html(self, query=self.query, timings=self.timings)
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One dict per hit (rank, ids, every stage's score, offsets, text, metadata).
+        """One dict per hit (rank, ids, every stage's score, offsets, text, metadata, location).
 
         Example:
             >>> SearchResults([], query="q").to_records()
@@ -271,11 +322,10 @@ class SearchResults(list[Hit]):
             >>> hits.to_pandas()[["rank", "doc_id", "score"]]  # doctest: +SKIP
         """
         from ragkit._deps import require
+        from ragkit.display import RECORD_KEYS
 
         pandas = require("pandas", purpose="SearchResults.to_pandas()")
-        columns = ["rank", "id", "doc_id", "score", "dense_score", "lexical_score", "fused_score"]
-        columns += ["rerank_score", "start", "end", "text", "metadata"]
-        return pandas.DataFrame(self.to_records(), columns=columns)
+        return pandas.DataFrame(self.to_records(), columns=list(RECORD_KEYS))
 
 
 class AddResult(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from itertools import pairwise
@@ -193,6 +194,26 @@ def test_each_chunk_ends_at_the_furthest_strongest_boundary(text, size):
         assert not stronger_later, (text[s:e], kind, stronger_later)
         if kind == 4:  # cut inside a word only when no word fits, and then as far as possible
             assert e == s + size
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=simple_texts(), size=st.integers(3, 40), data=st.data())
+def test_a_page_break_is_stronger_than_any_other_boundary(text, size, data):
+    from ragkit.types import Section
+
+    gaps = [m.start() for m in re.finditer(r"\s+", text)]
+    breaks = sorted(data.draw(st.sets(st.sampled_from(gaps), max_size=4))) if gaps else []
+    bounds = [0, *breaks, len(text)]
+    sections = [Section(start=a, end=b, page=n + 1) for n, (a, b) in enumerate(pairwise(bounds))]
+    chunks = RecursiveChunker(size, 0).chunk(Document(id="p", text=text, sections=sections))
+    check_invariants(text, [(c.start, c.end) for c in chunks], len, size, 0)
+    page_ends = {len(text[:b].rstrip()) for b in breaks} | {len(text.rstrip())}
+    for c in chunks:
+        reach = min(c.start + size, len(text))
+        later = [b for b in page_ends if c.end < b <= reach]
+        assert not later, (c.text, later)  # the furthest page break in reach, if any, ends the chunk
+        first = next(n for n, (a, b) in enumerate(pairwise(bounds)) if a <= c.start < b or b == len(text))
+        assert c.location["page"] == first + 1
 
 
 @settings(max_examples=100, deadline=None)

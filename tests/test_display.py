@@ -56,8 +56,54 @@ def test_records_and_pandas_hold_every_field():
     assert [r["id"] for r in records] == [h.id for h in hits]
     assert records[0]["metadata"] == hits[0].metadata and records[0]["fused_score"] == hits[0].fused_score
     frame = hits.to_pandas()
-    assert list(frame["doc_id"]) == [h.doc_id for h in hits] and frame.shape == (12, 12)
-    assert SearchResults([], query="q").to_pandas().shape == (0, 12)
+    assert list(frame["doc_id"]) == [h.doc_id for h in hits] and frame.shape == (12, 13)
+    assert SearchResults([], query="q").to_pandas().shape == (0, 13)
+    assert records[0]["location"] == {} and list(frame["location"]) == [{}] * 12
+
+
+def _located(location, **extra):
+    return Hit(
+        id="a#0",
+        doc_id="a",
+        text="Run make install. " * 5,
+        start=0,
+        end=90,
+        score=0.5,
+        rank=1,
+        location=location,
+        header="Guide: ",
+        **extra,
+    )
+
+
+def test_location_labels_read_pages_and_headings():
+    from ragkit.display import location_label
+
+    assert location_label({"page": 3}) == "p. 3"
+    assert location_label({"pages": [4, 3]}) == "pp. 3-4" and location_label({"pages": [7]}) == "p. 7"
+    assert location_label({"heading": "Install > From source"}) == "Install > From source"
+    assert location_label({"heading": "Usage", "page": 2}) == "p. 2, Usage"  # the page first
+    assert location_label({"sheet": "Q3", "page": 1}) == 'p. 1, sheet="Q3"'  # other keys as key=value
+    assert location_label({"page": True}) == "page=true" and location_label({}) == ""
+    # The chunker's shape for a chunk across pages: the first page beside the range, one label.
+    assert location_label({"page": 2, "pages": [2, 3]}) == "pp. 2-3"
+    assert location_label({"page": 2, "pages": [2, 3], "heading": "A > B"}) == "pp. 2-3, A > B"
+
+
+def test_a_hit_shows_its_location_but_not_its_header():
+    hit = _located({"page": 3, "heading": "Install > From source"})
+    one = repr(hit)
+    assert "location='p. 3, Install > From source'" in one and "Guide" not in one and len(one) < 200
+    assert "location=" not in repr(_located({}))
+    results = SearchResults([hit, _located({})], query="q")
+    lines = repr(results).splitlines()
+    assert "  [p. 3, Install > From so…]  Run make" in lines[1] and all(len(line) < 120 for line in lines)
+    assert "[" not in lines[2] and lines[2].index("Run make") == lines[1].index("Run make")  # aligned
+    page = results._repr_html_()
+    assert "<th>location</th>" in page and "p. 3, Install &gt; From source" in page and "Guide" not in page
+    assert "<th>location</th>" not in SearchResults([_located({})])._repr_html_()
+    assert results.to_records()[0]["location"] == {"page": 3, "heading": "Install > From source"}
+    assert "header" not in results.to_records()[0]
 
 
 def test_pandas_missing_names_the_extra():

@@ -170,6 +170,17 @@ def test_load_smart(tmp_path):
     assert ds.qrels == {"1": {"1": 1, "3": 1}, "2": {"2": 1}}
 
 
+def test_load_smart_and_beir_with_the_title_kept_out_of_the_text(tmp_path):
+    docs = {d.id: d for d in load_dataset(write_smart(tmp_path / "toy"), title_in_text=False).corpus}
+    assert docs["1"].text == "First line of the abstract second line."
+    assert docs["1"].metadata["title"] == "Library use in universities"
+    assert docs["2"].text == "Title only" and docs["3"].text == "Abstract only."
+    beir = {d.id: d for d in load_dataset(write_beir(tmp_path / "toy-beir"), title_in_text=False).corpus}
+    assert beir["0001"].text == "Paris is the capital of France."
+    assert beir["0001"].metadata["title"] == "Paris"
+    assert beir["3"].text == "Rome"
+
+
 def test_load_smart_errors(tmp_path):
     write_smart(tmp_path)
     (tmp_path / "TOY.REL").unlink()

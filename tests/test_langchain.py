@@ -588,6 +588,29 @@ def test_hit_to_document_checks_its_input():
         hit_to_document({"id": "a#0"})
 
 
+def test_a_hit_location_reaches_the_metadata_and_the_header_does_not():
+    from ragkit import Hit
+
+    hit = Hit(
+        id="a#2",
+        doc_id="a",
+        text="Run make.",
+        start=40,
+        end=49,
+        score=0.7,
+        rank=1,
+        metadata={"page": "the user's own key"},
+        location={"page": 3, "heading": "Install"},
+        header="Guide: ",
+    )
+    doc = hit_to_document(hit)
+    assert doc.metadata["ragkit_location"] == {"page": 3, "heading": "Install"}
+    assert doc.metadata["page"] == "the user's own key" and doc.page_content == "Run make."
+    assert "Guide" not in str(doc.metadata)
+    assert "ragkit_location" not in hit_to_document(hit.model_copy(update={"location": {}})).metadata
+    assert "ragkit_location" not in hit_to_document(hit, hit_metadata=False).metadata
+
+
 @pytest.mark.parametrize("module", ["ragkit.integrations.langchain", "ragkit.integrations._langchain_base"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

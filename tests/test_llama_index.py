@@ -257,6 +257,25 @@ def test_ragkit_keys_stay_out_of_llm_and_embedding_text(pipe):
 
 
 @needs_llama_index
+def test_a_hit_location_reaches_the_node_metadata_and_the_header_does_not():
+    hit = Hit(
+        id="a#2",
+        doc_id="a",
+        text="Run make.",
+        start=40,
+        end=49,
+        score=0.7,
+        rank=1,
+        location={"pages": [3, 4]},
+        header="Guide: ",
+    )
+    node = hit_to_node(hit)
+    assert node.metadata["ragkit_location"] == {"pages": [3, 4]} and node.text == "Run make."
+    assert "ragkit_location" in node.node.excluded_llm_metadata_keys and "Guide" not in str(node.metadata)
+    assert "ragkit_location" not in hit_to_node(hit.model_copy(update={"location": {}})).metadata
+
+
+@needs_llama_index
 def test_search_options_pass_through(pipe):
     options = [
         {"diversity": 0.7},

@@ -27,6 +27,7 @@ from ragkit.errors import (
     ReadOnlyError,
     StorageError,
 )
+from ragkit.persistence import FORMAT_VERSION
 
 TESTS = Path(__file__).parent
 STAGES = [
@@ -566,7 +567,7 @@ def test_a_damaged_store_fails_loudly(tmp_path):
 # ---------------------------------------------------------------------------------- format 1
 
 
-def test_a_format_1_directory_loads_and_the_next_save_writes_format_2(tmp_path):
+def test_a_format_1_directory_loads_and_the_next_save_writes_the_current_format(tmp_path):
     path = tmp_path / "v1"
     shutil.copytree(TESTS / "data" / "index-format-1", path)
     pipe = Pipeline.load(path, embedder=HashEmbedder())  # its embedder entry names tests' class: passed
@@ -578,7 +579,7 @@ def test_a_format_1_directory_loads_and_the_next_save_writes_format_2(tmp_path):
     pipe.save()
     pipe.close()
     m = manifest_of(path)
-    assert m["format_version"] == 2 and m["counts"] == {"documents": 13, "chunks": 13}
+    assert m["format_version"] == FORMAT_VERSION and m["counts"] == {"documents": 13, "chunks": 13}
     again = Pipeline.load(path, embedder=HashEmbedder(), read_only=True)
     assert again.search("added under format two zebra", k=1)[0].doc_id == "new"
     assert len(again) == 13

@@ -384,3 +384,184 @@ def test_add_progress_bar_shows_the_total_and_chunks_per_second(capsys):
     assert "150/150" in err and "150 chunks" in err and "chunks/s" in err
     pipe.add((f"generated {i}" for i in range(5)), show_progress=False)  # a generator: no total, no bar
     assert capsys.readouterr().err == ""
+
+
+# --- structure-aware chunks and contextual headers --------------------------------------------------
+
+
+class RecordingEmbedder(HashEmbedder):
+    """A HashEmbedder that keeps every document text it was asked to embed."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seen: list[str] = []
+
+    def embed_documents(self, texts):
+        self.seen.extend(texts)
+        return super().embed_documents(texts)
+
+
+def manual() -> Document:
+    from ragkit.types import Section
+
+    text = "# Install\n\nRun pip install.\n\n# Usage\n\nCall search with a query."
+    usage = text.index("# Usage")
+    return Document(
+        id="manual",
+        text=text,
+        metadata={"title": "Zebra manual"},
+        sections=[
+            Section(start=0, end=usage - 2, headings=("Install",)),
+            Section(start=usage, end=len(text), headings=("Usage",)),
+        ],
+    )
+
+
+def headed(**kwargs) -> RecursiveChunker:
+    return RecursiveChunker(200, 20, contextual_headers=True, **kwargs)
+
+
+def test_the_embedder_sees_the_header_and_hits_keep_the_exact_text_and_location():
+    emb = RecordingEmbedder()
+    pipe = make(emb, chunker=headed())
+    pipe.add(manual())
+    assert emb.seen == [
+        "Zebra manual\nInstall\n\n# Install\n\nRun pip install.",
+        "Zebra manual\nUsage\n\n# Usage\n\nCall search with a query.",
+    ]
+    hit = pipe.search("Call search with a query.", k=1, mode="dense")[0]
+    assert (hit.text, hit.location, hit.header) == (
+        "# Usage\n\nCall search with a query.",
+        {"heading": "Usage"},
+        "Zebra manual\nUsage\n\n",
+    )
+    assert manual().text[hit.start : hit.end] == hit.text
+
+
+def test_lexical_search_does_not_see_the_header():
+    pipe = make(chunker=headed())
+    pipe.add(manual())
+    assert len(pipe.search("zebra", k=5, mode="lexical")) == 0  # only the title (the header) says zebra
+    assert len(pipe.search("pip", k=5, mode="lexical")) == 1
+
+
+def test_the_embedding_cache_is_keyed_by_header_and_text():
+    emb = HashEmbedder()
+    pipe = make(emb, chunker=headed())
+    body = "The same abstract in two documents."
+    pipe.add([Document(id="a", text=body, metadata={"title": "First"})])
+    pipe.add([Document(id="b", text=body, metadata={"title": "Second"})])
+    assert emb.calls == 2  # the same text under another header is embedded again
+    res = pipe.add([Document(id="c", text=body, metadata={"title": "First"})])
+    assert (emb.calls, res.embedded) == (2, 0)  # the same header and text reuse the stored vector
+
+
+def test_a_chunk_with_a_header_never_reuses_the_vector_of_the_same_text_without_one():
+    class Alternating:  # a user's chunker: the same text, with and without a header
+        contextual_headers = False
+
+        def chunk(self, doc):
+            base = RecursiveChunker(200, 0).chunk(doc)
+            header = doc.metadata.get("header", "")
+            return [c.model_copy(update={"header": header}) for c in base]
+
+    emb = RecordingEmbedder()
+    pipe = make(emb, chunker=Alternating())
+    pipe.add([Document(id="a", text="shared words")])
+    pipe.add([Document(id="b", text="shared words", metadata={"header": "H\n\n"})])
+    assert emb.seen == ["shared words", "H\n\nshared words"]
+
+
+@pytest.mark.parametrize("built_with", [True, False])
+def test_toggling_contextual_headers_on_an_index_is_refused(tmp_path, built_with):
+    from ragkit.errors import IndexMismatchError
+
+    chunker = headed() if built_with else RecursiveChunker(200, 20)
+    with make(chunker=chunker) as pipe:
+        pipe.add(manual())
+        pipe.save(tmp_path / "idx")
+    other = RecursiveChunker(200, 20, contextual_headers=not built_with)
+    with pytest.raises(IndexMismatchError, match="contextual headers") as info:
+        Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), chunker=other)
+    assert f"contextual_headers={built_with}" in str(info.value)
+    same = RecursiveChunker(100, 0, contextual_headers=built_with)  # other sizes are fine
+    Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), chunker=same).close()
+    # Another embedder is still the embedder's mismatch, whatever the headers.
+    with pytest.raises(IndexMismatchError, match="different embedder"):
+        Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(name="other"), chunker=chunker)
+
+
+def test_an_index_without_headers_keeps_its_fingerprint():
+    pipe = make()
+    assert pipe.backend.get_meta("fingerprint") == HashEmbedder().fingerprint
+    assert make(chunker=headed()).backend.get_meta("fingerprint") == {
+        **HashEmbedder().fingerprint,
+        "contextual_headers": True,
+    }
+
+
+def test_save_and_load_keep_contextual_headers(tmp_path):
+    from ragkit.errors import IndexMismatchError
+
+    pipe = make(chunker=headed())
+    pipe.add(manual())
+    pipe.save(tmp_path / "idx")
+    pipe.close()
+    again = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder())
+    assert again.chunker.contextual_headers is True
+    again.add(Document(id="more", text="Another page.", metadata={"title": "T"}))
+    assert again.search("another page", k=1, mode="lexical")[0].header == "T\n\n"
+    again.save()
+    again.reload()
+    again.close()
+    with pytest.raises(IndexMismatchError, match="contextual headers"):
+        Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), chunker=RecursiveChunker(200, 20))
+
+
+def test_reindex_embeds_header_and_text_and_records_the_option():
+    pipe = make(chunker=headed())
+    pipe.add(manual())
+    new = RecordingEmbedder(name="other")
+    pipe.reindex(new, show_progress=False)
+    assert new.seen == [
+        "Zebra manual\nInstall\n\n# Install\n\nRun pip install.",
+        "Zebra manual\nUsage\n\n# Usage\n\nCall search with a query.",
+    ]
+    assert pipe.backend.get_meta("fingerprint") == {**new.fingerprint, "contextual_headers": True}
+    Pipeline(RecordingEmbedder(name="other"), backend=pipe.backend, chunker=headed())
+
+
+def test_swapping_in_a_chunker_that_toggles_headers_is_refused_at_the_next_add(tmp_path):
+    from ragkit.errors import IndexMismatchError
+
+    pipe = make()
+    pipe.add(manual())
+    pipe.chunker = headed()
+    with pytest.raises(IndexMismatchError, match="without contextual headers"):
+        pipe.add(Document(id="new", text="More text."))
+    assert len(pipe) == 1
+    pipe.save(tmp_path / "idx")  # the manifest keeps the vectors' fingerprint, not the new chunker's
+    pipe.close()
+    with pytest.raises(IndexMismatchError, match="without contextual headers"):
+        Pipeline.load(tmp_path / "idx", embedder=HashEmbedder())
+    again = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), chunker=RecursiveChunker(200, 20))
+    assert len(again) == 1
+    again.close()
+
+
+def test_contextual_headers_on_both_backends(search_backend):
+    from search_backends import backend_pipeline
+
+    from ragkit.errors import IndexMismatchError
+
+    emb = RecordingEmbedder()
+    pipe = backend_pipeline(search_backend, emb, chunker=headed())
+    pipe.add(manual())
+    assert emb.seen[0].startswith("Zebra manual\nInstall\n\n")
+    hit = pipe.search("Call search with a query.", k=1, mode="dense")[0]
+    assert (hit.location, hit.header) == ({"heading": "Usage"}, "Zebra manual\nUsage\n\n")
+    assert len(pipe.search("zebra", k=5, mode="lexical")) == 0
+    pipe.chunker = RecursiveChunker(200, 20)
+    with pytest.raises(IndexMismatchError, match="with contextual headers"):
+        pipe.add(Document(id="x", text="plain"))
+    pipe.close()

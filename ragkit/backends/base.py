@@ -12,6 +12,18 @@ a directory. The pipeline never asks which backend it has. Two implementations s
 Vector ids are int64 assigned by the backend and never reused. Every write is one transaction that
 bumps :attr:`Backend.generation`.
 
+Chunks keep what :class:`~ragkit.types.Chunk` carries beyond their text: ``location`` (a JSON
+object, ``{}`` by default: where in the document the chunk came from) and ``header`` (the contextual
+header embedded in front of the text, ``""`` by default); :meth:`Backend.get_chunks` returns both,
+so every hit has them. Three rules hold on every backend:
+
+* the embedding cache is keyed by :func:`ragkit.store.embed_hash`, the hash of what was embedded
+  (``header + text``), and :meth:`Backend.iter_texts` yields that same ``header + text``, so a
+  reindex embeds what an add embedded;
+* lexical (BM25 / full-text) search indexes the chunk text alone, never the header;
+* metadata filters select on the *document's* metadata; a chunk's ``location`` is not visible to
+  them.
+
 Example:
     >>> import numpy as np
     >>> from ragkit.backends.base import Upsert, check_vectors
@@ -142,11 +154,13 @@ class Backend(Protocol):
         ...
 
     def vectors_for_hashes(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
-        """The embedding cache: a stored vector for each chunk text hash that has one."""
+        """The embedding cache: a stored vector for each chunk hash that has one (the hash a write
+        stored, :func:`ragkit.store.embed_hash` of the chunk: of its ``header + text``)."""
         ...
 
     def get_chunks(self, vids: Sequence[int]) -> dict[int, Chunk]:
-        """Chunks by vector id; ids that no longer exist are absent."""
+        """Chunks by vector id, with their document's metadata, ``location`` and ``header``; ids that
+        no longer exist are absent."""
         ...
 
     def get_vectors(self, vids: Sequence[int]) -> dict[int, np.ndarray]:
@@ -158,7 +172,8 @@ class Backend(Protocol):
         ...
 
     def iter_texts(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, list[str]]]:
-        """``(vids, texts)`` pages over every chunk (for reindexing)."""
+        """``(vids, texts)`` pages over every chunk, each text being what the embedder saw
+        (``header + text``, :func:`ragkit.store.embed_text`): a reindex re-embeds exactly that."""
         ...
 
     def iter_vectors(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:

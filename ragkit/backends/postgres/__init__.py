@@ -45,9 +45,15 @@ class PostgresBackend(ReadsMixin, WritesMixin, SearchMixin):
 
         {table}_meta       key text PRIMARY KEY, value jsonb          -- generation, dim, fingerprint, ...
         {table}_documents  seq, id, text, metadata json (exact text), hash
-        {table}            vid bigint identity, doc_id, n, text, start, end, hash,
+        {table}            vid bigint identity, doc_id, n, text, start, end, hash (of header + text),
                            metadata jsonb (a copy of the document's), embedding vector(dim),
+                           location jsonb, header text,
                            tsv tsvector GENERATED from text          -- HNSW, GIN(tsv), GIN(metadata)
+
+    A table of an older ragkit (schema version 1, without ``location`` and ``header``) is migrated
+    in place, in one transaction, when it is opened for writing; opened read-only it is read as it
+    is, its chunks with ``location == {}`` and ``header == ""``. Lexical search (the ``tsvector``)
+    sees the chunk text, not the header; filters see the document metadata, not the location.
 
     The document metadata is copied onto each chunk row so that a filtered search is a single-table
     query: the filter, the vector ``ORDER BY`` and pgvector's iterative index scan run together,

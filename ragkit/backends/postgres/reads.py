@@ -123,23 +123,32 @@ class ReadsMixin:
             return dict(rows.fetchall())
 
     def get_chunks(self, vids: Sequence[int]) -> dict[int, Chunk]:
-        """Chunks by vector id, with their document's metadata; ids that no longer exist are absent."""
+        """Chunks by vector id, with their document's metadata, their location and header; ids that
+        no longer exist are absent."""
         ids = as_vids(vids)
         if not ids:
             return {}
         with self._db.connection() as conn:
             rows = conn.execute(
                 self._schema.sql(
-                    'SELECT c.vid, c.doc_id, c.n, c.text, c.start, c."end", d.metadata::text FROM {chunks} c '
-                    "JOIN {docs} d ON d.id = c.doc_id WHERE c.vid = ANY(%s)"
+                    'SELECT c.vid, c.doc_id, c.n, c.text, c.start, c."end", d.metadata::text, '
+                    + self._schema.chunk_columns("c")
+                    + " FROM {chunks} c JOIN {docs} d ON d.id = c.doc_id WHERE c.vid = ANY(%s)"
                 ),
                 [ids],
             ).fetchall()
         return {
             vid: Chunk(
-                id=f"{doc_id}#{n}", doc_id=doc_id, text=text, start=start, end=end, metadata=json.loads(md)
+                id=f"{doc_id}#{n}",
+                doc_id=doc_id,
+                text=text,
+                start=start,
+                end=end,
+                metadata=json.loads(md),
+                location={} if location == "{}" else json.loads(location),
+                header=header,
             )
-            for vid, doc_id, n, text, start, end, md in rows
+            for vid, doc_id, n, text, start, end, md, location, header in rows
         }
 
     def get_vectors(self, vids: Sequence[int]) -> dict[int, np.ndarray]:
@@ -184,8 +193,9 @@ class ReadsMixin:
             yield rows
 
     def iter_texts(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, list[str]]]:
-        """``(vids, texts)`` pages over every chunk, in vector-id order (for reindexing)."""
-        for rows in self._pages("text", batch_size):
+        """``(vids, texts)`` pages over every chunk, in vector-id order: what the embedder saw
+        (``header + text``), for reindexing."""
+        for rows in self._pages(self._schema.embedded_text(), batch_size):
             yield np.fromiter((r[0] for r in rows), np.int64, len(rows)), [r[1] for r in rows]
 
     def iter_vectors(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -2,8 +2,10 @@
 
 Schema changes (creating the tables, typing the embedding column on the first write, building the
 HNSW index) are serialised across processes by an advisory lock keyed on the table name, so many
-processes may open a new table at once. :class:`Schema` also keeps what this process knows of the
-table (dimension, HNSW layout, language, pgvector version) and re-reads it when it goes stale.
+processes may open a new table at once. Opening an older table for writing migrates it in place
+(:meth:`Schema.migrate`); opening it read-only reads it as it is. :class:`Schema` also keeps what
+this process knows of the table (dimension, HNSW layout, language, pgvector version) and re-reads it
+when it goes stale.
 
 Example:
     >>> from ragkit.backends.postgres.options import make_options
@@ -29,7 +31,10 @@ __all__ = ["RESERVED_META", "SCHEMA_VERSION", "Schema"]
 
 logger = logging.getLogger("ragkit")
 
-SCHEMA_VERSION = 1
+# 1: ragkit 0.1. 2: chunks have ``location jsonb`` and ``header text`` (defaults '{}' and ''), and
+# their ``hash`` is that of ``header + text`` (for a version-1 chunk, without a header, the same).
+SCHEMA_VERSION = 2
+_READABLE = (1, 2)
 # Meta keys ragkit maintains itself: set_meta refuses them.
 RESERVED_META = frozenset({"generation", "schema_version", "dim", "language", "hnsw"})
 
@@ -75,6 +80,7 @@ class Schema:
         self.language = "english"
         self.pgvector_version: tuple[int, ...] = (0,)
         self.vector_oid = 0
+        self.version = SCHEMA_VERSION  # the table's; a reader of a version-1 table reads defaults
         self.lock = threading.Lock()
         self._cache: dict[str, Any] = {}
         self.statements: dict[tuple[Any, ...], str] = {}  # search statements by shape (search.py)
@@ -249,6 +255,8 @@ class Schema:
                     " hash text,"
                     " metadata jsonb NOT NULL DEFAULT '{{}}',"
                     " embedding vector NOT NULL,"
+                    " location jsonb NOT NULL DEFAULT '{{}}',"
+                    " header text NOT NULL DEFAULT '',"
                     " tsv tsvector GENERATED ALWAYS AS (to_tsvector({language}::regconfig, text)) STORED,"
                     " UNIQUE (doc_id, n))",
                     language=sql.Literal(language),
@@ -268,6 +276,29 @@ class Schema:
                 ),
                 [json.dumps(SCHEMA_VERSION), language],
             )
+            self.migrate(conn)
+
+    def migrate(self, conn: Any) -> None:
+        """Bring an older table to :data:`SCHEMA_VERSION`, inside the caller's transaction (which
+        holds the schema lock), so a failure leaves it as it was.
+
+        Version 1 gains the chunk columns ``location`` and ``header`` with their defaults (no
+        table rewrite: PostgreSQL 11+ stores a constant default in the catalog). Every hash stays
+        valid, since a chunk without a header hashes as its text. The generation is not bumped:
+        what readers see does not change. A version newer than this ragkit's is left alone
+        (:meth:`setup` then refuses it).
+        """
+        row = conn.execute(self.sql("SELECT value FROM {meta} WHERE key = 'schema_version'")).fetchone()
+        if row is None or row[0] != 1:
+            return
+        conn.execute(
+            self.sql(
+                "ALTER TABLE {chunks} ADD COLUMN IF NOT EXISTS location jsonb NOT NULL DEFAULT '{{}}', "
+                "ADD COLUMN IF NOT EXISTS header text NOT NULL DEFAULT ''"
+            )
+        )
+        self.upsert_meta(conn, "schema_version", json.dumps(SCHEMA_VERSION))
+        logger.info("table %s: migrated from ragkit schema version 1 to %d", self.table, SCHEMA_VERSION)
 
     def read_meta(self, conn: Any, keys: Sequence[str]) -> dict[str, Any]:
         """``{key: JSON value}`` of the meta rows that exist among ``keys``."""
@@ -286,11 +317,14 @@ class Schema:
 
     def _load_state(self, conn: Any) -> None:
         meta = self.read_meta(conn, ["schema_version", "language", "dim", "hnsw"])
-        if meta.get("schema_version") != SCHEMA_VERSION:
+        version = meta.get("schema_version")
+        if isinstance(version, bool) or version not in _READABLE:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
             raise IntegrityError(
-                f"table {self.table!r}: unsupported ragkit schema version {meta.get('schema_version')!r} "
-                f"(this ragkit reads {SCHEMA_VERSION})"
+                f"table {self.table!r}: unsupported ragkit schema version {version!r} (this ragkit reads "
+                f"{_READABLE[0]} to {SCHEMA_VERSION}){': upgrade ragkit' if newer else ''}"
             )
+        self.version = int(version)
         self.language = meta.get("language") or "english"
         if self.options.language is not None and self.options.language != self.language:
             raise ConfigError(
@@ -411,6 +445,23 @@ class Schema:
                 time.perf_counter() - started,
             )
 
+    def chunk_columns(self, alias: str = "c") -> str:
+        """The SQL that reads a chunk's ``location::text, header`` (their defaults on a version-1 table),
+        as a fragment of a :meth:`sql` template (braces doubled).
+
+        Example:
+            >>> from ragkit.backends.postgres.options import make_options
+            >>> Schema(make_options("host=db", table="kb")).chunk_columns()
+            'c.location::text, c.header'
+        """
+        if self.version < 2:
+            return "'{{}}', ''"
+        return f"{alias}.location::text, {alias}.header"
+
+    def embedded_text(self) -> str:
+        """The SQL of what the embedder saw of a chunk: ``header || text`` (``text`` on version 1)."""
+        return "header || text" if self.version >= 2 else "text"
+
     def count(self, conn: Any, name: str) -> int:
         """``count(*)`` of one of the tables (``"chunks"``, ``"docs"``)."""
         return int(conn.execute(self.sql("SELECT count(*) FROM {" + name + "}")).fetchone()[0])
@@ -442,8 +493,11 @@ class Schema:
     def integrity_check(self, conn: Any) -> None:
         """Raise :class:`IntegrityError` unless the schema version and the column's dimension agree."""
         meta = self.read_meta(conn, ["schema_version", "dim"])
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            raise IntegrityError(f"table {self.table!r}: schema version {meta.get('schema_version')!r}")
+        if meta.get("schema_version") != self.version:
+            raise IntegrityError(
+                f"table {self.table!r}: schema version {meta.get('schema_version')!r}, this backend opened "
+                f"it at {self.version} (migrated since by a writer?): open it again"
+            )
         typmod = conn.execute(
             "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
             [self.qualified("chunks")],

@@ -27,9 +27,9 @@ from ragkit.backends.postgres.checks import as_vids, check_mapping, check_str_li
 from ragkit.backends.postgres.connection import Database
 from ragkit.backends.postgres.schema import RESERVED_META, Schema
 from ragkit.backends.postgres_filter import postgres_where
+from ragkit.backends.rows import embed_hash, location_json, text_hash
 from ragkit.errors import IndexMismatchError, InputTypeError, IntegrityError, InvalidInputError
 from ragkit.filters import Node, check_metadata
-from ragkit.store import text_hash
 
 __all__ = ["WritesMixin"]
 
@@ -61,7 +61,7 @@ class _Prepared:
     text: str
     hash: str
     metadata: str
-    chunks: list[tuple[str, int, int, str]]  # text, start, end, hash
+    chunks: list[tuple[str, int, int, str, str, str]]  # text, start, end, hash, location JSON, header
     vectors: np.ndarray | None
 
 
@@ -100,10 +100,11 @@ class WritesMixin:
                 raise InputTypeError(f"upserts must hold Upsert items, got {type(item).__name__}")
             doc = item.document
             doc_id = check_text(doc.id, "a document id")
-            chunks = [
-                (check_text(c.text, f"the text of chunk {c.id!r}"), int(c.start), int(c.end))
-                for c in item.chunks
-            ]
+            chunks = []
+            for c in item.chunks:
+                text = check_text(c.text, f"the text of chunk {c.id!r}")
+                header = check_text(c.header, f"the header of chunk {c.id!r}")
+                chunks.append((text, int(c.start), int(c.end), embed_hash(c), location_json(c), header))
             vectors = None
             if chunks:
                 v = item.vectors
@@ -122,7 +123,7 @@ class WritesMixin:
                     text=check_text(doc.text, f"the text of {doc_id!r}"),
                     hash=text_hash(doc.text),
                     metadata=check_metadata(doc.metadata),
-                    chunks=[(text, start, end, text_hash(text)) for text, start, end in chunks],
+                    chunks=chunks,
                     vectors=vectors,
                 )
             )
@@ -211,16 +212,19 @@ class WritesMixin:
             # Vector ids come from the column's identity sequence, in row order.
             with conn.cursor().copy(
                 schema.sql(
-                    'COPY {chunks} (doc_id, n, text, start, "end", hash, metadata, embedding) '
-                    "FROM STDIN (FORMAT BINARY)"
+                    'COPY {chunks} (doc_id, n, text, start, "end", hash, metadata, embedding, location, '
+                    "header) FROM STDIN (FORMAT BINARY)"
                 )
             ) as copy:
-                copy.set_types(["text", "int4", "text", "int4", "int4", "text", "jsonb", schema.vector_oid])
+                types = ["text", "int4", "text", "int4", "int4", "text", "jsonb", schema.vector_oid]
+                copy.set_types([*types, "jsonb", "text"])
                 for p in prepared:
                     metadata = Jsonb(p.metadata, dumps=_verbatim)  # the canonical JSON text, as is
                     assert p.vectors is not None or not p.chunks
-                    for n, (text, start, end, h) in enumerate(p.chunks):
-                        copy.write_row((p.doc_id, n, text, start, end, h, metadata, p.vectors[n]))
+                    for n, (text, start, end, h, location, header) in enumerate(p.chunks):
+                        where = Jsonb(location, dumps=_verbatim)
+                        row = (p.doc_id, n, text, start, end, h, metadata, p.vectors[n], where, header)
+                        copy.write_row(row)
         _hook("chunks-written")
 
     # ---------------------------------------------------------------------------- delete, update

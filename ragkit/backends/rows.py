@@ -1,0 +1,83 @@
+"""What both backends store with each document and chunk, beside the text: content hashes, locations.
+
+A document's hash is :func:`text_hash` of its text (an unchanged document is skipped on re-add). A
+chunk's hash is :func:`embed_hash`, the hash of what the embedder saw (:func:`embed_text`: the
+contextual header, then the text); it keys the embedding cache (``Backend.vectors_for_hashes``), so
+toggling contextual headers never reuses a vector embedded without them. A chunk's ``location`` is
+stored as the canonical JSON text of :func:`location_json`.
+
+Example:
+    >>> from ragkit.types import Chunk
+    >>> chunk = Chunk(id="a#0", doc_id="a", text="Run make.", start=0, end=9, header="Install: ")
+    >>> embed_text(chunk)
+    'Install: Run make.'
+    >>> embed_hash(chunk) == text_hash("Install: Run make.")
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ragkit.errors import InvalidInputError
+from ragkit.filters import check_metadata
+from ragkit.types import Chunk
+
+__all__ = ["embed_hash", "embed_text", "location_json", "text_hash"]
+
+
+def text_hash(text: str) -> str:
+    """The content hash of a chunk or document text (sha256, hex).
+
+    Example:
+        >>> text_hash("hello")[:12]
+        '2cf24dba5fb0'
+    """
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def embed_text(chunk: Chunk) -> str:
+    """What the embedder sees of a chunk: its contextual header, then its text.
+
+    Example:
+        >>> embed_text(Chunk(id="a#0", doc_id="a", text="Run make.", start=0, end=9, header="Install: "))
+        'Install: Run make.'
+    """
+    return chunk.header + chunk.text
+
+
+def embed_hash(chunk: Chunk) -> str:
+    """The embedding-cache key of a chunk: the hash of what is embedded (:func:`embed_text`).
+
+    Both backends store it with each chunk and :meth:`vectors_for_hashes
+    <ragkit.backends.Backend.vectors_for_hashes>` looks vectors up by it, so a chunk embedded with a
+    header never reuses the vector of the same text embedded without one (or with another). A chunk
+    without a header has the hash of its text, as before headers existed.
+
+    Example:
+        >>> plain = Chunk(id="a#0", doc_id="a", text="hi", start=0, end=2)
+        >>> embed_hash(plain) == text_hash("hi")
+        True
+        >>> embed_hash(plain.model_copy(update={"header": "Title: "})) == text_hash("hi")
+        False
+    """
+    return text_hash(chunk.header + chunk.text)
+
+
+def location_json(chunk: Chunk) -> str:
+    """A chunk's ``location`` as the canonical JSON text both backends store.
+
+    Raises:
+        InvalidInputError: the location is not a JSON object of exact JSON values (the rules of
+            :func:`ragkit.filters.check_metadata`); the message names the chunk.
+
+    Example:
+        >>> location_json(Chunk(id="a#0", doc_id="a", text="", start=0, end=0, location={"page": 3}))
+        '{"page": 3}'
+    """
+    if isinstance(chunk.location, dict) and not chunk.location:
+        return "{}"  # the usual case (unstructured text), on every chunk of every write
+    try:
+        return check_metadata(chunk.location)
+    except InvalidInputError as e:
+        raise InvalidInputError(f"the location of chunk {chunk.id!r}: {e}") from e

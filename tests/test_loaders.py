@@ -1,0 +1,657 @@
+"""ragkit.loaders on files made by real writers: text reproduced, boilerplate gone, structure exact."""
+
+from __future__ import annotations
+
+import codecs
+import copy
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import loader_files as lf
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from ragkit.errors import (
+    CorruptFileError,
+    EncryptedFileError,
+    InputTypeError,
+    LoaderError,
+    MissingDependencyError,
+    RagkitError,
+    UnsupportedFormatError,
+)
+from ragkit.loaders import SUPPORTED_SUFFIXES, format_of, is_supported, load_file
+from ragkit.types import content_id
+
+pytest.importorskip("pypdfium2")
+pytest.importorskip("docx")
+pytest.importorskip("lxml")
+
+
+def check_sections(doc):
+    """The invariants every loader promises: in bounds, in order, non-overlapping."""
+    previous_end = 0
+    for s in doc.sections:
+        assert 0 <= previous_end <= s.start <= s.end <= len(doc.text), (s, len(doc.text))
+        previous_end = s.end
+    return doc
+
+
+def load_one(path, **kwargs):
+    docs = load_file(path, **kwargs)
+    assert len(docs) == 1
+    return check_sections(docs[0])
+
+
+def words(text):
+    return text.split()
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("loader-files")
+    for writer in ("fpdf2", "reportlab"):
+        lf.write_pdf(d / f"{writer}.pdf", writer=writer)
+        lf.write_pdf(d / f"{writer}-unicode.pdf", writer=writer, unicode_font=True)
+        lf.write_pdf(d / f"{writer}-locked.pdf", writer=writer, user_password="secret")
+        lf.write_pdf(d / f"{writer}-owner-only.pdf", writer=writer, owner_password="owner")
+    lf.write_pdf(d / "untitled.pdf", title=None)
+    ligatures = ["The \ufb01nal \ufb02ow of e\ufb03cient o\ufb00ers."]  # fi, fl, ffi, ff as code points
+    lf.write_pdf(d / "ligatures.pdf", ligatures, unicode_font=True)
+    lf.write_pdf(d / "blank-page.pdf", ["First page.", "", "Third page."])
+    lf.write_truncated_pdf(d / "truncated.pdf")
+    lf.write_docx(d / "guide.docx")
+    lf.write_docx(d / "titled.docx", core_title="Core Title")
+    (d / "page.html").write_text(lf.HTML_PAGE, encoding="utf-8")
+    return d
+
+
+# --- PDF ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["fpdf2", "reportlab", "fpdf2-unicode", "reportlab-unicode"])
+def test_pdf_text_pages_and_title(files, name):
+    doc = load_one(files / f"{name}.pdf")
+    assert doc.id == str(files / f"{name}.pdf")
+    assert doc.metadata == {"format": "pdf", "pages": 3, "title": lf.PDF_TITLE}
+    assert [s.page for s in doc.sections] == [1, 2, 3]
+    for section, page in zip(doc.sections, lf.PAGES, strict=True):
+        assert words(doc.text[section.start : section.end]) == words(page)
+        assert section.headings == ()
+    # Pages are joined by one blank line, and nothing else sits between them.
+    gaps = [doc.text[a.end : b.start] for a, b in zip(doc.sections, doc.sections[1:], strict=False)]
+    assert gaps == ["\n\n", "\n\n"]
+    assert doc.sections[0].start == 0 and doc.sections[-1].end == len(doc.text)
+
+
+def test_pdfs_read_from_several_threads_agree(files):
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = ["fpdf2.pdf", "reportlab.pdf", "fpdf2-unicode.pdf", "reportlab-unicode.pdf"] * 4
+    expected = {name: load_one(files / name).text for name in set(names)}
+    with ThreadPoolExecutor(4) as pool:
+        texts = list(pool.map(lambda name: load_one(files / name).text, names))
+    assert texts == [expected[name] for name in names]
+
+
+def test_pdf_without_title_and_with_a_blank_page(files):
+    assert "title" not in load_one(files / "untitled.pdf").metadata
+    doc = load_one(files / "blank-page.pdf")
+    assert doc.metadata["pages"] == 3
+    assert [doc.text[s.start : s.end] for s in doc.sections] == ["First page.", "", "Third page."]
+
+
+def test_pdf_ligature_code_points_are_spelled_out(files):
+    doc = load_one(files / "ligatures.pdf")
+    assert words(doc.text) == words("The final flow of efficient offers.")
+
+
+@pytest.mark.parametrize("writer", ["fpdf2", "reportlab"])
+def test_pdf_with_a_user_password_is_an_encrypted_file_error(files, writer):
+    path = files / f"{writer}-locked.pdf"
+    with pytest.raises(EncryptedFileError) as info:
+        load_file(path)
+    assert info.value.path == str(path)
+    assert "password" in info.value.reason
+
+
+@pytest.mark.parametrize("writer", ["fpdf2", "reportlab"])
+def test_pdf_with_only_an_owner_password_opens(files, writer):
+    doc = load_one(files / f"{writer}-owner-only.pdf")
+    assert words(doc.text[doc.sections[1].start : doc.sections[1].end]) == words(lf.PAGES[1])
+
+
+def test_pdf_errors_are_told_apart_with_older_pypdfium2(files, monkeypatch):
+    # pypdfium2 4 raises PdfiumError without err_code: PDFium's last error tells the reason then.
+    import pypdfium2
+
+    real = pypdfium2.PdfDocument
+
+    def old_style(data, *args, **kwargs):
+        try:
+            return real(data, *args, **kwargs)
+        except pypdfium2.PdfiumError as e:
+            raise pypdfium2.PdfiumError(str(e)) from None  # the same message, err_code None
+
+    monkeypatch.setattr(pypdfium2, "PdfDocument", old_style)
+    with pytest.raises(EncryptedFileError):
+        load_file(files / "fpdf2-locked.pdf")
+    with pytest.raises(CorruptFileError):
+        load_file(files / "truncated.pdf")
+
+
+def test_truncated_or_fake_pdf_is_a_corrupt_file_error(files, tmp_path):
+    with pytest.raises(CorruptFileError, match="truncated"):
+        load_file(files / "truncated.pdf")
+    fake = tmp_path / "fake.pdf"
+    fake.write_text("this is not a PDF at all")
+    with pytest.raises(CorruptFileError):
+        load_file(fake)
+
+
+# --- HTML --------------------------------------------------------------------------------------------
+
+
+def test_html_main_content_without_boilerplate(files):
+    doc = load_one(files / "page.html")
+    blocks = [b.removeprefix("- ") for b in doc.text.replace("\n\n", "\n").split("\n")]
+    assert blocks == lf.HTML_ARTICLE
+    lowered = doc.text.lower()
+    for word in lf.HTML_BOILERPLATE:
+        assert word.lower() not in lowered, word
+    assert "<" not in doc.text and "{" not in doc.text  # no markup, no CSS, no script
+
+
+def test_html_title_entities_and_whitespace(files):
+    doc = load_one(files / "page.html")
+    assert doc.metadata == {"format": "html", "title": lf.HTML_TITLE}
+    assert "pip & a virtual environment \u2014 it" in doc.text  # &amp; and &mdash; decoded
+    assert "2 GiB" in doc.text  # &nbsp; is a space
+    assert "documents into a searchable" in doc.text  # the source's line break inside <p> is a space
+    assert "\n- Python 3.10 or newer\n- 2 GiB of memory\n" in doc.text  # list items one per line
+
+
+def test_html_headings_are_sections(files):
+    doc = load_one(files / "page.html")
+    top = "Getting started with ragkit"
+    assert [s.headings for s in doc.sections] == [(top,), (top, "Install"), (top, "Search")]
+    texts = [doc.text[s.start : s.end] for s in doc.sections]
+    assert texts[0] == f"{top}\n\nragkit turns a folder of documents into a searchable index."
+    assert texts[1].startswith("Install\n\nInstall it with pip") and texts[1].endswith("2 GiB of memory")
+    assert texts[2] == "Search\n\nAsk a question and read the best passages first."
+
+
+def test_html_page_without_main_drops_page_furniture(tmp_path):
+    page = tmp_path / "plain.htm"
+    page.write_text(
+        "<html><head><title> Old &amp; plain </title></head><body>"
+        "<div class='header'><header><a href='/'>Home</a> <a href='/shop'>Shop</a></header></div>"
+        "<div role='navigation'>Docs Blog</div>"
+        "<div class='content'><h1>Intro</h1><p>First<br>second line.</p>"
+        "<h3>Deep</h3><ol><li>one</li><li>two</li></ol><pre>  code\n    indented</pre>"
+        "<table><tr><th>a</th><th>b</th></tr><tr><td>1</td><td>2</td></tr></table>"
+        "<!-- a comment -->tail text<div hidden>secret</div><p style='display: none'>ghost</p></div>"
+        "<div id='cookie-notice'>We value your privacy</div><div class='share-buttons'>Tweet</div>"
+        "<footer>Imprint</footer></body></html>",
+        encoding="utf-8",
+    )
+    doc = load_one(page)
+    assert doc.metadata["title"] == "Old & plain"
+    assert doc.text == (
+        "Intro\n\nFirst\nsecond line.\n\nDeep\n\n1. one\n2. two\n\n  code\n    indented\n\n"
+        "a\tb\n1\t2\n\ntail text"
+    )
+    assert [s.headings for s in doc.sections] == [("Intro",), ("Intro", "Deep")]
+
+
+def test_html_headings_and_cells_are_one_line_and_nested_tables_are_cell_text(tmp_path):
+    page = tmp_path / "cells.html"
+    page.write_text(
+        "<h1>Hello<br>World <b>b</b>old</h1>"
+        "<table><tr><td><p>a</p><p>b</p></td><td>c<table><tr><td>n1</td><td>n2</td></tr></table></td></tr></table>"
+        "<ul><li><p>item</p></li><li></li><li>two</li></ul><p>after</p>"
+    )
+    doc = load_one(page)
+    assert doc.text == "Hello World bold\n\na b\tc n1 n2\n\n- item\n- two\n\nafter"
+    assert doc.metadata["title"] == "Hello World bold"
+
+
+def test_html_class_names_are_hints_that_never_drop_the_content(tmp_path):
+    page = tmp_path / "layout.html"
+    page.write_text(
+        "<html><head><title>Real title</title></head><body>"
+        "<svg><title>Search icon</title></svg>"
+        "<div class='page-with-sidebar has-sidebar'><div class='content-with-sidebar'><p>Body one.</p></div>"
+        "<div class='sidebar'><p>Side links</p></div></div>"
+        "<div class='related-wrapper'><h1>The page's own title</h1><p>Body two.</p></div></body></html>"
+    )
+    doc = load_one(page)
+    assert doc.metadata["title"] == "Real title"
+    assert doc.text == "Body one.\n\nThe page's own title\n\nBody two."
+
+
+def test_html_title_falls_back_to_the_first_h1_and_charset_is_honoured(tmp_path):
+    page = tmp_path / "latin.html"
+    html = '<html><head><meta charset="iso-8859-1"></head><body><h1>Caf\u00e9 menu</h1><p>cr\u00e8me</p>'
+    page.write_bytes(html.encode("latin-1"))
+    doc = load_one(page)
+    assert doc.metadata["title"] == "Caf\u00e9 menu"
+    assert doc.text == "Caf\u00e9 menu\n\ncr\u00e8me"
+
+
+def test_html_deep_nesting_and_huge_text_are_read_or_refused_never_lost(tmp_path):
+    page = tmp_path / "deep.html"
+    for depth in (200, 1500):  # over the recursion limit, and over libxml2's default depth of 256
+        page.write_text(
+            "<html><body>" + "<div>" * depth + "<p>deep text</p>" + "</div>" * depth + "<p>end</p>"
+        )
+        assert load_one(page).text == "deep text\n\nend"
+    page.write_text("<html><body>" + "<div>" * 3000 + "<p>too deep</p>")
+    with pytest.raises(CorruptFileError, match="parser gave up"):
+        load_file(page)
+    page.write_text("<p>" + "word " * 2_500_000 + "</p>")  # one 12.5 MB text node
+    assert len(load_one(page).text.split()) == 2_500_000
+
+
+def test_html_with_only_a_comment_is_empty(tmp_path):
+    page = tmp_path / "comment.html"
+    page.write_text("<!-- nothing here -->")
+    assert load_one(page).text == ""
+
+
+# --- Word --------------------------------------------------------------------------------------------
+
+
+def test_docx_paragraphs_headings_and_table(files):
+    doc = load_one(files / "guide.docx")
+    assert doc.metadata == {"format": "docx", "title": lf.DOCX_TITLE}
+    expected = []
+    for style, content in lf.DOCX_BODY:
+        expected.append("\n".join("\t".join(row) for row in content) if style == "table" else content)
+    assert doc.text == "\n\n".join(expected)
+    title = lf.DOCX_TITLE
+    assert [s.headings for s in doc.sections] == [
+        (title,),
+        (title, "Install"),
+        (title, "Install", "From source"),
+        (title, "Usage"),
+    ]
+    from_source = doc.sections[2]
+    assert doc.text[from_source.start : from_source.end] == (
+        "From source\n\nClone the repository and run the setup script.\n\n"
+        "Extra\tProvides\nloaders\tPDF, HTML and Word\npg\tPostgreSQL"
+    )
+
+
+def test_docx_core_title_wins_over_the_title_paragraph(files):
+    assert load_one(files / "titled.docx").metadata["title"] == "Core Title"
+
+
+def test_docx_merged_cell_once_and_line_breaks_in_cells(tmp_path):
+    import docx
+
+    document = docx.Document()
+    table = document.add_table(rows=2, cols=3)
+    merged = table.cell(0, 0).merge(table.cell(0, 1))
+    merged.text = "wide"
+    table.cell(0, 2).text = "c"
+    table.cell(1, 0).text = "x"
+    table.cell(1, 1).add_paragraph("two")  # the cell now holds "" and "two": two paragraphs
+    table.cell(1, 1).paragraphs[0].text = "one"
+    table.cell(1, 2).text = "z"
+    document.save(str(tmp_path / "t.docx"))
+    assert load_one(tmp_path / "t.docx").text == "wide\tc\nx\tone two\tz"
+
+
+def test_docx_damaged_or_legacy_is_a_clear_error(files, tmp_path):
+    truncated = tmp_path / "cut.docx"
+    truncated.write_bytes((files / "guide.docx").read_bytes()[:500])
+    with pytest.raises(CorruptFileError):
+        load_file(truncated)
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 512
+    legacy = tmp_path / "renamed.docx"
+    legacy.write_bytes(ole + b"WordDocument")
+    with pytest.raises(CorruptFileError, match=r"\.doc\b"):
+        load_file(legacy)
+    encrypted = tmp_path / "locked.docx"
+    encrypted.write_bytes(ole + "EncryptedPackage".encode("utf-16-le"))
+    with pytest.raises(EncryptedFileError):
+        load_file(encrypted)
+
+
+def test_legacy_doc_is_unsupported_with_a_way_out(tmp_path):
+    path = tmp_path / "old.DOC"
+    path.write_bytes(b"\xd0\xcf\x11\xe0")
+    with pytest.raises(UnsupportedFormatError, match="save it as .docx"):
+        load_file(path)
+
+
+# --- Markdown, reST, plain text ----------------------------------------------------------------------
+
+MARKDOWN = """---
+title: front matter
+layout: post
+---
+Intro paragraph before any heading.
+
+# Guide
+
+Some text with a # that is not a heading.
+
+```python
+# a comment, not a heading
+```
+
+Install
+=======
+
+  ## Indented ATX ##
+
+    # indented code, not a heading
+
+- list item
+---
+
+Setext two
+----------
+
+#no-space is not a heading
+"""
+
+
+def test_markdown_sections_and_title(tmp_path):
+    path = tmp_path / "guide.md"
+    path.write_text(MARKDOWN, encoding="utf-8")
+    doc = load_one(path)
+    assert doc.text == MARKDOWN  # kept as written
+    assert doc.metadata == {"format": "markdown", "title": "Guide"}
+    assert [s.headings for s in doc.sections] == [
+        ("Guide",),
+        ("Install",),
+        ("Install", "Indented ATX"),
+        ("Install", "Setext two"),
+    ]
+    texts = [doc.text[s.start : s.end] for s in doc.sections]
+    assert texts[0].startswith("# Guide\n") and texts[0].endswith("```")
+    assert texts[1] == "Install\n======="
+    assert texts[2].startswith("  ## Indented ATX ##") and texts[2].endswith("- list item\n---")
+    assert texts[3] == "Setext two\n----------\n\n#no-space is not a heading"
+
+
+def test_markdown_headings_agree_with_markdown_it(tmp_path):
+    # An independent CommonMark parser on the same source: same heading lines, levels and titles.
+    markdown_it = pytest.importorskip("markdown_it")
+    from ragkit.loaders._markup import markdown_headings
+
+    source = MARKDOWN.split("---\n", 2)[2]  # markdown-it has no front matter without a plugin
+    tokens = markdown_it.MarkdownIt("commonmark").parse(source)
+    reference = [
+        (tok.map[0], int(tok.tag[1]), tokens[i + 1].content)
+        for i, tok in enumerate(tokens)
+        if tok.type == "heading_open"
+    ]
+    ours = [(source[:offset].count("\n"), level, title) for offset, level, title in markdown_headings(source)]
+    assert ours == reference
+
+
+MARKDOWN_LINES = [
+    "# Title", "## Sub ##", "### three", "   ## indented", "####### seven", "#nospace", "para text",
+    "more text", "  two space", "", "", "===", "===  ", "---", " ---", "-", "***", "```", "~~~", "    code",
+    "\tcode", "- item", "* star", "1. item", "2. two", "  - nested", "> quote", "<div>", "</div>",
+    "<!-- c -->", "<span>x</span>", "<!--", "-->", "<script>", "</script>", "<pre>", "  # two",
+]  # fmt: skip
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(st.lists(st.sampled_from(MARKDOWN_LINES), min_size=1, max_size=14))
+def test_markdown_headings_agree_with_markdown_it_on_random_documents(lines):
+    markdown_it = pytest.importorskip("markdown_it")
+    from ragkit.loaders._markup import markdown_headings
+
+    source = "\n".join(lines) + "\n"
+    assume(not source.startswith("---"))  # front matter, which markdown-it reads as a rule
+    tokens = markdown_it.MarkdownIt("commonmark").parse(source)
+    reference = [
+        (tok.map[0], int(tok.tag[1]), " ".join(tokens[i + 1].content.split()))
+        for i, tok in enumerate(tokens)
+        if tok.type == "heading_open"
+    ]
+    ours = [(source[:offset].count("\n"), level, title) for offset, level, title in markdown_headings(source)]
+    assert ours == reference
+
+
+def test_markdown_title_is_absent_without_a_level_one_heading(tmp_path):
+    path = tmp_path / "notes.markdown"
+    path.write_text("## Only level two\n\nbody\n")
+    doc = load_one(path)
+    assert "title" not in doc.metadata
+    assert [s.headings for s in doc.sections] == [("Only level two",)]
+
+
+RST = """==========
+User Guide
+==========
+
+Intro text.
+
+Install
+-------
+
+Run this::
+
+    Not a title
+    -----------
+
+----
+
+From source
+~~~~~~~~~~~
+
+Build it.
+
+Usage
+-----
+
+Use it.
+"""
+
+
+def test_rst_section_titles(tmp_path):
+    path = tmp_path / "guide.rst"
+    path.write_text(RST)
+    doc = load_one(path)
+    assert doc.metadata == {"format": "rst", "title": "User Guide"}
+    assert [s.headings for s in doc.sections] == [
+        ("User Guide",),
+        ("User Guide", "Install"),
+        ("User Guide", "Install", "From source"),
+        ("User Guide", "Usage"),
+    ]
+    texts = [doc.text[s.start : s.end] for s in doc.sections]
+    assert texts[0] == "==========\nUser Guide\n==========\n\nIntro text."
+    assert texts[1].endswith("Not a title\n    -----------\n\n----")
+    assert texts[3] == "Usage\n-----\n\nUse it."
+
+
+def test_plain_text_encodings_and_cleaning(tmp_path, caplog):
+    cases = {
+        "bom.txt": codecs.BOM_UTF8 + "caf\u00e9".encode(),
+        "utf16.txt": codecs.BOM_UTF16_LE + "caf\u00e9 \u2603".encode("utf-16-le"),
+        "utf16be.text": codecs.BOM_UTF16_BE + "caf\u00e9".encode("utf-16-be"),
+        "controls.txt": b"a\x00b\r\nc\rd\x0ce\tf\x1bg",
+    }
+    expected = {"bom.txt": "caf\u00e9", "utf16.txt": "caf\u00e9 \u2603", "utf16be.text": "caf\u00e9",
+                "controls.txt": "ab\nc\nd\ne\tfg"}  # fmt: skip
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        doc = load_one(tmp_path / name)
+        assert doc.text == expected[name], name
+        assert doc.metadata == {"format": "text"} and doc.sections == ()
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\u00e9 cr\u00e8me br\u00fbl\u00e9e".encode("latin-1"))
+    with caplog.at_level(logging.WARNING, logger="ragkit.loaders"):
+        doc = load_one(bad)
+    assert doc.text == "caf\ufffd cr\ufffdme br\ufffdl\ufffde"
+    warnings = [r for r in caplog.records if r.name == "ragkit.loaders"]
+    assert len(warnings) == 1 and "latin1.txt" in warnings[0].getMessage()
+
+
+# --- JSON and JSON Lines -----------------------------------------------------------------------------
+
+
+def test_jsonl_records_keep_their_ids_and_metadata(tmp_path):
+    path = tmp_path / "faq.jsonl"
+    lines = [
+        {"id": "q1", "text": "Refunds take 5 days.", "metadata": {"lang": "en", "source": "old"}},
+        {"text": "No id here.", "extra": "ignored"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in lines[:1]) + "\n\n  \n" + json.dumps(lines[1]) + "\n")
+    docs = load_file(path, doc_id="ignored", metadata={"source": "faq.jsonl"})
+    assert [d.id for d in docs] == ["q1", content_id("No id here.")]
+    assert docs[0].metadata == {"lang": "en", "source": "faq.jsonl"}  # the caller's value wins
+    assert docs[1].metadata == {"source": "faq.jsonl"}
+    assert docs[1].text == "No id here."
+
+
+def test_jsonl_lines_end_only_at_newlines(tmp_path):
+    # U+2028 and U+0085 are line breaks to str.splitlines, but JSON allows them raw inside strings.
+    path = tmp_path / "odd.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": "one\u2028two\x85three"}, ensure_ascii=False) + "\n")
+    [doc] = load_file(path)
+    assert doc.text == "one\u2028two\x85three"
+
+
+def test_json_array_of_records(tmp_path):
+    path = tmp_path / "docs.json"
+    path.write_text(json.dumps([{"id": "a", "text": "alpha"}, {"text": "beta", "metadata": {"n": 2}}]))
+    docs = load_file(path)
+    assert [(d.id, d.text, d.metadata) for d in docs] == [
+        ("a", "alpha", {}),
+        (content_id("beta"), "beta", {"n": 2}),
+    ]
+    (tmp_path / "none.json").write_text("[]")
+    assert load_file(tmp_path / "none.json") == []
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where"),
+    [
+        ("bad.jsonl", '{"text": "ok"}\n{"text": "broken"\n', "line 2"),
+        ("notext.jsonl", '{"text": "ok"}\n\n{"body": "wrong key"}\n', "line 3"),
+        ("number.jsonl", '{"text": 5}\n', "line 1"),
+        ("array-line.jsonl", '["text"]\n', "line 1"),
+        ("intid.jsonl", '{"id": 7, "text": "x"}\n', "line 1"),
+        ("badmeta.jsonl", '{"text": "x", "metadata": [1]}\n', "line 1"),
+        ("object.json", '{"text": "a single object"}', "array of records"),
+        ("bad.json", "[{", "not valid JSON"),
+        ("strings.json", '["a", "b"]', "record 1"),
+        ("notext.json", '[{"text": "a"}, {"id": "b"}]', "record 2"),
+    ],
+)
+def test_bad_records_name_the_keys_and_the_place(tmp_path, name, content, where):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(CorruptFileError) as info:
+        load_file(path)
+    message = str(info.value)
+    assert where in message and str(path) in message
+    assert all(f"'{key}'" in message for key in ("text", "id", "metadata"))
+
+
+def test_record_with_a_lone_surrogate_is_refused_at_load(tmp_path):
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": "bad \\ud800"}\n')
+    with pytest.raises(CorruptFileError, match="line 2: 'text' holds a lone surrogate"):
+        load_file(path)
+
+
+# --- Every format -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", sorted(SUPPORTED_SUFFIXES))
+def test_empty_file(tmp_path, suffix):
+    path = tmp_path / f"empty{suffix}"
+    path.write_bytes(b"")
+    docs = load_file(path)
+    if format_of(path) in ("json", "jsonl"):
+        assert docs == []  # no records
+        return
+    [doc] = docs
+    assert doc.text == "" and doc.sections == ()
+    assert doc.metadata == {"format": format_of(path)}
+
+
+def test_suffixes_formats_and_unsupported(tmp_path):
+    assert all(s == s.lower() and s.startswith(".") for s in SUPPORTED_SUFFIXES)
+    expected = ".pdf .html .htm .docx .md .markdown .txt .text .rst .jsonl .json".split()
+    assert frozenset(expected) == SUPPORTED_SUFFIXES
+    assert is_supported("A.TXT") and is_supported(Path("x/report.PDF")) and is_supported("page.Htm")
+    assert not is_supported("archive.tar.gz") and not is_supported("Makefile") and not is_supported(".md")
+    assert format_of("README.MD") == "markdown" and format_of("data.xlsx") is None
+    for name in ("sheet.xlsx", "Makefile"):
+        (tmp_path / name).write_text("x")
+        with pytest.raises(UnsupportedFormatError, match="supported: .docx"):
+            load_file(tmp_path / name)
+
+
+def test_caller_id_and_metadata(files):
+    doc = load_one(str(files / "page.html"), doc_id="docs/page.html", metadata={"title": "Mine", "n": 1})
+    assert doc.id == "docs/page.html"
+    assert doc.metadata == {"format": "html", "title": "Mine", "n": 1}
+    with pytest.raises(InputTypeError):
+        load_file(files / "page.html", doc_id=3)
+    with pytest.raises(InputTypeError):
+        load_file(files / "page.html", metadata=["not", "a", "mapping"])
+
+
+def test_missing_file_is_an_os_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_file(tmp_path / "absent.md")
+
+
+@pytest.mark.parametrize(
+    ("module", "name"), [("pypdfium2", "fpdf2.pdf"), ("lxml.html", "page.html"), ("docx", "guide.docx")]
+)
+def test_missing_extra_names_it(files, monkeypatch, module, name):
+    monkeypatch.setitem(sys.modules, module, None)  # import now raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"pip install 'ragkit\[loaders\]'") as info:
+        load_file(files / name)
+    assert info.value.extra == "loaders"
+
+
+def test_loader_errors_are_typed_and_survive_a_copy():
+    err = CorruptFileError("a/b.pdf", "truncated")
+    assert isinstance(err, LoaderError) and isinstance(err, RagkitError)
+    assert (err.path, err.reason, str(err)) == ("a/b.pdf", "truncated", "a/b.pdf: truncated")
+    clone = copy.deepcopy(err)  # what sending it from a worker process does
+    assert type(clone) is CorruptFileError and (clone.path, clone.reason) == (err.path, err.reason)
+    for cls in (UnsupportedFormatError, EncryptedFileError, CorruptFileError):
+        assert issubclass(cls, LoaderError)
+
+
+@pytest.mark.slow
+def test_benchmark_quick(tmp_path):
+    # The benchmark runs end to end, and ragkit's rows hold what the library choice rests on.
+    pytest.importorskip("pypdf")
+    pytest.importorskip("pdfminer")
+    pytest.importorskip("trafilatura")
+    pytest.importorskip("readability")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "loaders.py"
+    subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    result = json.loads((tmp_path / "loaders.json").read_text())
+    assert (tmp_path / "loaders.md").read_text().startswith("# Loaders")
+    for name, row in result["pdf"]["generated"].items():
+        assert row["ragkit"]["similarity"] == 1.0, name
+    for name, row in result["html"].items():
+        assert row["ragkit"]["recall"] == 1.0 and row["ragkit"]["boilerplate_leaked"] == [], name
+    for row in result["docx"].values():
+        assert row["ragkit"]["similarity"] == 1.0
