@@ -2,20 +2,25 @@
 
 The walk never follows a symlink out of the folder unless asked, never enters a directory twice
 (symlink loops end), skips hidden entries and ragkit index directories, and gives every entry it
-leaves out a reason. Paths are relative to the folder, with ``/`` separators.
+leaves out a reason. Paths are relative to the folder, with ``/`` separators. Also the report's
+entry types and the small helpers of reading a file (its hash, an error's message).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from ragkit.errors import LoaderError
 
 #: Suffixes of files that hold records with their own ids (one document per record).
 RECORD_SUFFIXES = frozenset({".json", ".jsonl"})
+_HASH_BLOCK = 1 << 20
 _MANIFEST_LIMIT = 1 << 22  # a ragkit manifest is a few kilobytes; a bigger manifest.json is the user's
 
 
@@ -31,6 +36,20 @@ class FailedFile(NamedTuple):
 
     path: str
     error: str
+    message: str
+
+
+class EmptyFile(NamedTuple):
+    """A file that was read and gave no text (indexed, with no chunks), and why (``"no text"``)."""
+
+    path: str
+    reason: str
+
+
+class FileWarning(NamedTuple):
+    """A file that was indexed, but not cleanly (bytes that did not decode, read as U+FFFD)."""
+
+    path: str
     message: str
 
 
@@ -64,14 +83,17 @@ def walk(
 
     ``supported`` tells files a loader reads (by suffix); ``exclude`` holds resolved directories to
     leave out (the pipeline's own). Any directory holding a ragkit ``manifest.json`` is left out too.
+    A file outside the folder (reached through a followed symlink) is indexed once, at the first path
+    that reaches it in walk order; another link to the same file is skipped with the reason.
     """
     out = Walk()
     # Directories are known by device and inode, so no loop (symlinks, bind mounts) walks one twice;
     # marked when walked, so the first path in depth-first name order is the one kept.
     visited: set[tuple[int, int]] = set()
-    stack: list[tuple[Path, str, tuple[int, int]]] = [(folder, "", _identity(folder))]
+    outside_files: dict[tuple[int, int], str] = {}  # files reached through a followed link -> first path
+    stack: list[tuple[Path, str, tuple[int, int], bool]] = [(folder, "", _identity(folder), False)]
     while stack:
-        directory, prefix, key = stack.pop()
+        directory, prefix, key, outside = stack.pop()
         if key in visited:
             out.skipped.append(
                 SkippedFile(prefix.rstrip("/"), "a folder already walked (a loop, or a second link)")
@@ -86,7 +108,7 @@ def walk(
             out.failed.append(FailedFile(where, type(e).__name__, f"cannot list the folder: {os_message(e)}"))
             out.unlisted.append(where)
             continue
-        subdirs: list[tuple[Path, str, tuple[int, int]]] = []
+        subdirs: list[tuple[Path, str, tuple[int, int], bool]] = []
         for entry in entries:
             rel = prefix + entry.name
             path = Path(entry.path)
@@ -101,12 +123,13 @@ def walk(
                     FailedFile(shown, "InvalidInputError", "the name is not valid UTF-8: rename it")
                 )
                 continue
+            linked = outside
             try:
                 if entry.is_symlink():
                     target = _target(path, folder, rel, out, follow_symlinks)
                     if target is None:
                         continue
-                    is_dir, is_file = target.is_dir(), target.is_file()
+                    is_dir, is_file, linked = target.is_dir(), target.is_file(), True
                 else:
                     is_dir, is_file = (
                         entry.is_dir(follow_symlinks=False),
@@ -116,8 +139,13 @@ def walk(
                     if is_index_dir(path, exclude):
                         out.skipped.append(SkippedFile(rel, "a ragkit index directory"))
                     else:
-                        subdirs.append((path, rel + "/", _identity(path)))
+                        subdirs.append((path, rel + "/", _identity(path), linked))
                     continue
+                if linked and is_file:  # outside the folder: two links to one file index it once
+                    earlier = outside_files.setdefault(_identity(path), rel)
+                    if earlier != rel:
+                        out.skipped.append(SkippedFile(rel, f"the same file as {earlier} (another link)"))
+                        continue
             except OSError as e:
                 out.failed.append(FailedFile(rel, type(e).__name__, os_message(e)))
                 continue
@@ -181,3 +209,29 @@ def is_index_dir(path: Path, exclude: set[Path]) -> bool:
 def os_message(e: OSError) -> str:
     """An OS error's words without the path (``"Permission denied"``)."""
     return e.strerror or str(e)
+
+
+def is_records(path: Any) -> bool:
+    """Whether a stored path names a records file (``.jsonl``, ``.json``)."""
+    return isinstance(path, str) and Path(path).suffix.lower() in RECORD_SUFFIXES
+
+
+def error_message(e: BaseException) -> str:
+    """What went wrong, without the path (the report names the file)."""
+    if isinstance(e, LoaderError):
+        return e.reason
+    if isinstance(e, OSError):
+        return os_message(e)
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """SHA-256 of the file's bytes and its size, read in blocks (memory stays flat)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size

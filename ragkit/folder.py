@@ -18,7 +18,7 @@ Rules, in the order a user meets them:
   "format"}``: the folder's resolved absolute path, the file's relative path, the SHA-256 of its
   bytes, its size in bytes and the loader's format name (and ``"partial": True`` on the records of a
   file some of whose records were refused, so that file is read, and its refusals reported, again
-  next time). Filters reach it with dotted keys (``{"file.folder": "/abs/docs"}``,
+  next time; ``"empty": True`` on a document without text). Filters reach it with dotted keys (``{"file.folder": "/abs/docs"}``,
   ``{"file.format": "pdf"}``). A record that brings its own ``file`` metadata key is refused.
 * **Sync.** ``sync=True`` removes the documents of this folder (same ``file.folder``) whose file is
   gone or is now skipped, and the records a changed ``.jsonl`` / ``.json`` file no longer holds. It
@@ -38,10 +38,20 @@ Rules, in the order a user meets them:
 * **Symlinks.** A symlink that resolves outside the folder is skipped unless
   ``follow_symlinks=True``; one that resolves inside it is skipped (its target is indexed under its
   own path, once); a broken one is skipped. Following never enters a directory twice, so symlink
-  loops end.
+  loops end, and indexes a file outside once, at the first path in walk order that reaches it
+  (another link to it is skipped as ``"the same file as ..."``).
 * **Failed** (listed in :attr:`FolderReport.failed` with the error type and message, the run goes
-  on): corrupt, encrypted or undecodable files, files that cannot be read (permission denied), a
-  missing loader dependency, id conflicts, and file names that are not valid UTF-8.
+  on): corrupt or encrypted files, files that cannot be read (permission denied), a missing loader
+  dependency, id conflicts, file names that are not valid UTF-8, and files whose documents the
+  pipeline refuses (a text the backend cannot store, or the embedder refuses: a failed batch is
+  retried file by file, so only the file at fault fails; it is read again next run). Errors of the
+  pipeline itself (storage, a server down, a mismatched index) are raised and stop the run.
+* **Empty** (indexed without chunks, listed in :attr:`FolderReport.empty` on every run, not a
+  failure): a file with no text (``"no text"``; a PDF without a text layer: ``"no text extracted
+  (a scanned PDF? ...)"``), a records file with no records or only empty texts.
+* **Warnings** (indexed, listed in :attr:`FolderReport.warnings` on every run, not a failure): a
+  text that is not valid UTF-8 (Latin-1, say) nor in the encoding it declares, read with U+FFFD
+  for each bad byte sequence (``metadata["decode_errors"]`` counts them).
 
 Example:
     >>> from ragkit.folder import index_folder                              # doctest: +SKIP
@@ -54,44 +64,61 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from ragkit._walk import (
-    RECORD_SUFFIXES,
     Candidate,
+    EmptyFile,
     FailedFile,
+    FileWarning,
     SkippedFile,
     is_index_dir,
-    os_message,
     walk,
 )
-from ragkit.errors import InvalidInputError, LoaderError, RagkitError, ReadOnlyError
+from ragkit._walk import error_message as _message
+from ragkit._walk import hash_file as _hash_file
+from ragkit._walk import is_records as _is_records
+from ragkit.errors import (
+    BadRequestError,
+    ConfigError,
+    IndexMismatchError,
+    IntegrityError,
+    InvalidInputError,
+    LockError,
+    MissingDependencyError,
+    RagkitError,
+    ReadOnlyError,
+    RemoteError,
+)
 
-__all__ = ["FailedFile", "FolderReport", "SkippedFile", "index_folder"]
+# Also importable from here: EmptyFile and FileWarning (report entries), check_root.
+__all__ = ["EmptyFile", "FailedFile", "FileWarning", "FolderReport", "SkippedFile", "index_folder"]
 
 logger = logging.getLogger("ragkit")
 
 #: The metadata key under which each document records the file it came from.
 FILE_KEY = "file"
-_HASH_BLOCK = 1 << 20
 
 
 class FolderReport(BaseModel):
     """What one :func:`index_folder` run did.
 
     Counts of ``added`` / ``updated`` / ``unchanged`` are files (a ``.jsonl`` file is one, however
-    many records it holds); ``removed`` counts documents that ``sync=True`` deleted; ``chunks`` and
+    many records it holds; one with no records is in none, unless the index held records of it:
+    ``updated``); ``removed`` counts documents that ``sync=True`` deleted; ``chunks`` and
     ``embedded`` are the chunks written and the chunk texts sent to the embedder (unchanged chunk
-    texts reuse their stored vectors).
+    texts reuse their stored vectors). ``empty`` lists the files indexed without any text (no
+    chunks: an empty file, a scanned PDF) and ``warnings`` the files indexed with damage (bytes
+    that did not decode, read as U+FFFD); both are listed on every run, and neither makes the
+    run fail (:attr:`ok`, the exit status of ``ragkit index``).
 
     Example:
         >>> r = FolderReport(folder="/data/docs", added=2, unchanged=1,
@@ -111,6 +138,8 @@ class FolderReport(BaseModel):
     embedded: int = 0
     skipped: list[SkippedFile] = Field(default_factory=list)
     failed: list[FailedFile] = Field(default_factory=list)
+    empty: list[EmptyFile] = Field(default_factory=list)
+    warnings: list[FileWarning] = Field(default_factory=list)
 
     @property
     def files(self) -> int:
@@ -119,7 +148,7 @@ class FolderReport(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """Whether every file that should be indexed was (skipped files do not count against it)."""
+        """Whether every file that should be indexed was (skipped, empty and warned files were)."""
         return not self.failed
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +164,8 @@ class FolderReport(BaseModel):
             "embedded": self.embedded,
             "skipped": [s._asdict() for s in self.skipped],
             "failed": [f._asdict() for f in self.failed],
+            "empty": [e._asdict() for e in self.empty],
+            "warnings": [w._asdict() for w in self.warnings],
         }
 
     def __repr__(self) -> str:
@@ -162,6 +193,12 @@ class FolderReport(BaseModel):
         if self.failed:
             lines.append(f"  failed {len(self.failed)}:")
             lines += [f"    {f.path}: {f.error}: {f.message}" for f in self.failed]
+        if self.empty:
+            lines.append(f"  empty {len(self.empty)} (indexed, no text):")
+            lines += [f"    {e.path}: {e.reason}" for e in self.empty]
+        if self.warnings:
+            lines.append(f"  warnings {len(self.warnings)}:")
+            lines += [f"    {w.path}: {w.message}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -177,8 +214,9 @@ def index_folder(
     """Index every supported file under ``root`` into ``pipeline``, skipping files that did not change.
 
     The module docstring (:mod:`ragkit.folder`) gives the rules: ids, tracking metadata, what is
-    skipped, what ``sync`` removes. Unreadable files are reported in the result, never raised, so one
-    bad file does not stop a run; errors of the pipeline itself (the embedder, the disk) are raised.
+    skipped, what ``sync`` removes. Unreadable files, and files whose documents the pipeline refuses,
+    are reported in the result, never raised, so one bad file does not stop a run; errors of the
+    pipeline itself (the disk, an embedding server that is down) are raised.
 
     Args:
         pipeline: a writable :class:`~ragkit.Pipeline` (any backend).
@@ -190,7 +228,7 @@ def index_folder(
             pipeline's ``batch_size``).
 
     Returns:
-        A :class:`FolderReport`: counts, and the skipped and failed files with reasons.
+        A :class:`FolderReport`: counts, and the skipped, failed, empty and warned files.
 
     Raises:
         InvalidInputError: ``root`` does not exist or is a saved index, ``sync=True`` with a
@@ -210,18 +248,7 @@ def index_folder(
     size = pipeline.batch_size if batch_size is None else batch_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    given = Path(root)
-    if not given.exists():
-        raise InvalidInputError(f"{root}: no such file or folder")
-    if sync and not given.is_dir():
-        raise InvalidInputError(f"sync=True needs a folder; {root} is a file")
-    if given.is_dir() and is_index_dir(given, set()):
-        raise InvalidInputError(f"{root} is a saved ragkit index, not a folder of documents")
-    folder = given.resolve() if given.is_dir() else given.absolute().parent.resolve()
-    try:
-        (str(folder) if given.is_dir() else str(folder / given.name)).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError(f"{root}: the path is not valid UTF-8 (rename it)") from None
+    given, folder = Path(root), check_root(root, sync=sync)
 
     from ragkit.loaders import is_supported  # ragkit.loaders is needed once there is something to read
 
@@ -258,6 +285,29 @@ def index_folder(
     return report
 
 
+def check_root(root: str | os.PathLike[str], *, sync: bool = False) -> Path:
+    """The resolved folder :func:`index_folder` would index for ``root`` (a file's parent folder),
+    after the checks it makes before writing anything (``ragkit index`` checks every path first).
+
+    Raises:
+        InvalidInputError: ``root`` does not exist, is a saved index or not a valid UTF-8 path, or
+            ``sync=True`` with a file.
+    """
+    given = Path(root)
+    if not given.exists():
+        raise InvalidInputError(f"{root}: no such file or folder")
+    if sync and not given.is_dir():
+        raise InvalidInputError(f"sync=True needs a folder; {root} is a file")
+    if given.is_dir() and is_index_dir(given, set()):
+        raise InvalidInputError(f"{root} is a saved ragkit index, not a folder of documents")
+    folder = given.resolve() if given.is_dir() else given.absolute().parent.resolve()
+    try:
+        (str(folder) if given.is_dir() else str(folder / given.name)).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{root}: the path is not valid UTF-8 (rename it)") from None
+    return folder
+
+
 @dataclass
 class _Plan:
     """One file of a run: its hash and size, and what to do with it."""
@@ -266,6 +316,29 @@ class _Plan:
     digest: str
     size: int
     status: str  # "added", "updated", "unchanged" (not read), "reread" (read; counted unchanged)
+
+
+@dataclass
+class _Stored:
+    """What the index holds of one records file: the hashes its records were written from, whether
+    one was written from a partly refused read, whether any has text, its decode errors."""
+
+    digests: set[str] = field(default_factory=set)
+    partial: bool = False
+    text: bool = False
+    decode_errors: int = 0
+
+
+@dataclass
+class _Read:
+    """One file read, to be written: its documents, the counter it adds to (``None``: none) and
+    what to note about it once written (no text, undecodable bytes)."""
+
+    plan: _Plan
+    docs: list[Any]
+    counter: str | None
+    empty: str | None = None
+    decode_errors: int = 0
 
 
 class _Indexer:
@@ -281,11 +354,13 @@ class _Indexer:
         self.present: set[str] = set()  # the paths of this run's files
         self.reading: set[str] = set()  # the paths of the files this run reads
         self.records_read: list[tuple[str, str]] = []  # (path, sha256) of the records files read
+        self.stored: dict[str, _Stored] = {}  # records file path -> what the index holds of it
 
     def run(self, candidates: Sequence[Candidate], batch_size: int, show_progress: bool | None) -> None:
         from tqdm.auto import tqdm
 
         self.present = {c.rel for c in candidates}
+        self.stored = self._scan({c.rel for c in candidates if c.records})
         disable = None if show_progress is None else not show_progress
         with tqdm(total=len(candidates), desc="ragkit index", unit="file", disable=disable) as bar:
             plans: list[_Plan] = []
@@ -301,11 +376,33 @@ class _Indexer:
             todo = [p for p in plans if p.status != "unchanged"]
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
-                self._read(batch)
+                self._write([r for r in map(self._load, batch) if r is not None])
                 bar.update(len(batch))
                 bar.set_postfix_str(
                     f"{self.report.chunks} chunks, {len(self.report.failed)} failed", refresh=False
                 )
+        self.report.empty.sort()
+        self.report.warnings.sort()
+
+    def _scan(self, paths: set[str]) -> dict[str, _Stored]:
+        """What the index holds of these records files, in one pass over its documents' metadata
+        (a record's id is unknown until its file is read, so no lookup by id can find it)."""
+        stored: dict[str, _Stored] = {}
+        if not paths:
+            return stored
+        for doc in self.backend.iter_documents():
+            owner = doc.metadata.get(FILE_KEY)
+            if not isinstance(owner, dict) or owner.get("folder") != self.folder:
+                continue
+            path = owner.get("path")
+            if not isinstance(path, str) or path not in paths:
+                continue
+            entry = stored.setdefault(path, _Stored())
+            entry.digests.add(str(owner.get("sha256")))
+            entry.partial = entry.partial or owner.get("partial") is True
+            entry.text = entry.text or bool(doc.text.strip())
+            entry.decode_errors = max(entry.decode_errors, _decode_errors(doc.metadata))
+        return stored
 
     def _plan(self, batch: Sequence[Candidate]) -> list[_Plan]:
         hashed: list[tuple[Candidate, str, int]] = []
@@ -326,60 +423,65 @@ class _Indexer:
                 # A file's id is its path, so the file is claimed before any record can take it.
                 if not self._claim(c.rel, c.rel, state, records=False):
                     continue
-                same = state is not None and (_owner(state[1]) or {}).get("sha256") == digest
+                metadata = _metadata(state[1]) if state is not None else {}
+                owner = _owner(metadata) or {}
+                same = owner.get("sha256") == digest
                 status = "added" if state is None else "unchanged" if same else "updated"
+                if status == "unchanged":  # not read: what was noted when it was is in its metadata
+                    empty = _empty_reason(owner.get("format")) if owner.get("empty") else None
+                    self._note(c.rel, empty, _decode_errors(metadata))
             plans.append(_Plan(c, digest, size, status))
         return plans
 
     def _records_status(self, rel: str, digest: str) -> str:
         """``"unchanged"`` when this version's records are all there and complete, ``"reread"`` when
         they are there beside stale or refused ones (read again: nothing changed, but sync removes
-        the stale and the refusals are reported again), else ``"updated"`` or ``"added"``.
+        the stale and the refusals are reported again), else ``"updated"`` or ``"added"``."""
+        entry = self.stored.get(rel)
+        if entry is None:
+            return "added"
+        current, other = digest in entry.digests, entry.partial or bool(entry.digests - {digest})
+        if current and not other:
+            self._note(rel, None if entry.text else "no text in its records", entry.decode_errors)
+            return "unchanged"
+        return "reread" if current else "updated"
 
-        The backend counts chunks by filter, so a file whose records are all empty texts (no
-        chunks) is read again each time, which changes nothing.
-        """
-        from ragkit.filters import parse_filter
-
-        key = FILE_KEY
-        base = {f"{key}.folder": self.folder, f"{key}.path": rel}
-        current = self.backend.count_matching(parse_filter({**base, f"{key}.sha256": digest}))
-        other = self.backend.count_matching(
-            parse_filter({**base, "$or": [{f"{key}.sha256": {"$ne": digest}}, {f"{key}.partial": True}]})
-        )
-        if current:
-            return "reread" if other else "unchanged"
-        return "updated" if other else "added"
-
-    def _read(self, batch: Sequence[_Plan]) -> None:
-        from ragkit.loaders import format_of
-
-        documents: list[Any] = []
-        for plan in batch:
-            c = plan.file
-            info = {"folder": self.folder, "path": c.rel, "sha256": plan.digest, "size": plan.size}
-            loaded = self._load(plan, {**info, "format": format_of(c.path)})
-            if loaded is None:
-                continue
-            docs, counter = loaded
-            documents.extend(docs)
-            if counter is not None:
-                setattr(self.report, counter, getattr(self.report, counter) + 1)
-            if c.records:
-                self.records_read.append((c.rel, plan.digest))
-        if documents:
-            result = self.pipeline.add(documents, show_progress=False)
+    def _write(self, batch: list[_Read]) -> None:
+        """Add the documents of these files in one call. When it fails for a reason that may be one
+        input's (a text the backend or the embedder refuses), each file is tried alone, so that
+        only the file at fault fails; an error of the pipeline itself (storage, server) is raised."""
+        documents = [doc for read in batch for doc in read.docs]
+        try:
+            result = self.pipeline.add(documents, show_progress=False) if documents else None
+        except Exception as e:
+            if _aborts(e):
+                raise
+            if len(batch) > 1:
+                for read in batch:
+                    self._write([read])
+            else:
+                self._fail(batch[0].plan.file.rel, type(e).__name__, _message(e))
+            return
+        if result is not None:
             self.report.chunks += result.chunks
             self.report.embedded += result.embedded
+        for read in batch:
+            if read.counter is not None:
+                setattr(self.report, read.counter, getattr(self.report, read.counter) + 1)
+            if read.plan.file.records:
+                self.records_read.append((read.plan.file.rel, read.plan.digest))
+            self._note(read.plan.file.rel, read.empty, read.decode_errors)
 
-    def _load(self, plan: _Plan, info: dict[str, Any]) -> tuple[list[Any], str | None] | None:
-        """The file's documents tagged with ``info``, and the counter the file adds to (``None``:
-        none, every record was refused); ``None`` when the file failed. Failures are reported."""
+    def _load(self, plan: _Plan) -> _Read | None:
+        """The file's documents tagged with their ``file`` metadata, and the counter the file adds
+        to; ``None`` when the file failed. Failures are reported."""
         from ragkit.filters import check_metadata
-        from ragkit.loaders import load_file
+        from ragkit.loaders import format_of, load_file
         from ragkit.types import to_document
 
         c = plan.file
+        info = {"folder": self.folder, "path": c.rel, "sha256": plan.digest, "size": plan.size}
+        info["format"] = format_of(c.path)
         try:
             loaded = load_file(c.path, doc_id=None if c.records else c.rel)
         except (RagkitError, OSError, UnicodeError, ValueError) as e:
@@ -387,9 +489,14 @@ class _Indexer:
             # PermissionError and the like: this file fails, the run goes on.
             self._fail(c.rel, type(e).__name__, _message(e))
             return None
+        errors = max((_decode_errors(doc.metadata) for doc in loaded), default=0)
         if not c.records:
+            empty = None if any(doc.text.strip() for doc in loaded) else _empty_reason(info["format"])
+            info |= {"empty": True} if empty else {}
             docs = [doc.model_copy(update={"metadata": {**doc.metadata, FILE_KEY: info}}) for doc in loaded]
-            return docs, plan.status
+            return _Read(plan, docs, plan.status, empty, errors)
+        if not loaded:  # no records: counted only when the index held some (sync removes them)
+            return _Read(plan, [], "updated" if plan.status != "added" else None, "no records")
         states = self.backend.document_states([d.id for d in loaded])
         kept = []
         for doc in loaded:
@@ -406,11 +513,18 @@ class _Indexer:
         if len(kept) < len(loaded):  # read it again next time, to report the refused records again
             info = {**info, "partial": True}
         docs = [doc.model_copy(update={"metadata": {**doc.metadata, FILE_KEY: info}}) for doc in kept]
-        if loaded and not kept:
-            return docs, None  # every record refused: the file is in the failures only
-        if all(d.id in states and _owner(states[d.id][1]) == info for d in docs):
-            return docs, "unchanged"  # stored as read (records without chunks escape _records_status)
-        return docs, "unchanged" if plan.status == "reread" else plan.status
+        if not kept:
+            return _Read(plan, docs, None)  # every record refused: the file is in the failures only
+        empty = None if any(doc.text.strip() for doc in kept) else "no text in its records"
+        return _Read(plan, docs, "unchanged" if plan.status == "reread" else plan.status, empty, errors)
+
+    def _note(self, rel: str, empty: str | None, decode_errors: int) -> None:
+        if empty:
+            self.report.empty.append(EmptyFile(rel, empty))
+        if decode_errors:
+            why = "not UTF-8, nor the encoding it declares: save it as UTF-8"
+            message = f"{decode_errors} undecodable byte sequence(s) read as U+FFFD ({why})"
+            self.report.warnings.append(FileWarning(rel, message))
 
     def _claim(self, rel: str, doc_id: str, state: tuple[str, str] | None, *, records: bool) -> bool:
         """Whether ``rel`` may write the document ``doc_id``; a refusal is reported.
@@ -452,35 +566,38 @@ class _Indexer:
         self.report.failed.append(FailedFile(rel, error, message))
 
 
-def _is_records(path: Any) -> bool:
-    return isinstance(path, str) and Path(path).suffix.lower() in RECORD_SUFFIXES
-
-
-def _message(e: BaseException) -> str:
-    """What went wrong, without the path (the report names the file)."""
-    if isinstance(e, LoaderError):
-        return e.reason
-    if isinstance(e, OSError):
-        return os_message(e)
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _owner(metadata_json: str) -> dict[str, Any] | None:
-    """The ``file`` entry of a stored document's metadata, or ``None`` (added another way)."""
+def _metadata(metadata_json: str) -> dict[str, Any]:
+    """A stored document's metadata, from its canonical JSON (``{}`` when it is not an object)."""
     try:
-        owner = json.loads(metadata_json).get(FILE_KEY)
-    except (ValueError, AttributeError):
-        return None
+        metadata = json.loads(metadata_json)
+    except ValueError:
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _owner(metadata: str | dict[str, Any]) -> dict[str, Any] | None:
+    """The ``file`` entry of a stored document's metadata (or its JSON), or ``None`` (added another way)."""
+    owner = (_metadata(metadata) if isinstance(metadata, str) else metadata).get(FILE_KEY)
     return owner if isinstance(owner, dict) and "folder" in owner else None
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
-    """SHA-256 of the file's bytes and its size, read in blocks (memory stays flat)."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
+def _decode_errors(metadata: dict[str, Any]) -> int:
+    """The undecodable byte sequences a loader counted (``metadata["decode_errors"]``), or 0."""
+    n = metadata.get("decode_errors")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+
+
+def _empty_reason(fmt: Any) -> str:
+    return "no text extracted (a scanned PDF? it needs OCR first)" if fmt == "pdf" else "no text"
+
+
+#: Errors of the pipeline itself, not of one input: a failed batch is not retried file by file.
+_ABORTS = (OSError, MemoryError, ImportError, IndexMismatchError, IntegrityError, LockError, ReadOnlyError)
+
+
+def _aborts(e: Exception) -> bool:
+    """Whether a failed write stops the run: storage (StorageError is an OSError), an unreachable
+    or refusing server (a RemoteError but a 400), a mismatched or broken index, a configuration."""
+    if isinstance(e, RemoteError):
+        return not isinstance(e, BadRequestError)
+    return isinstance(e, (*_ABORTS, ConfigError, MissingDependencyError))

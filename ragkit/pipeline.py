@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -44,7 +45,8 @@ from ragkit.filters import check_metadata
 from ragkit.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, DEFAULT_RRF_K, check_alpha
 from ragkit.retrieval import Retrieval, _check_k, check_fusion
 from ragkit.saving import Persistence, _canonical, _fingerprint_diff
-from ragkit.store import embed_hash, embed_text, text_hash
+from ragkit.store import document_hash, embed_hash, embed_text
+from ragkit.structure import contextual_header
 from ragkit.types import AddResult, Chunk, Document, check_text, to_document
 
 __all__ = ["AddResult", "Pipeline"]
@@ -264,8 +266,10 @@ class Pipeline(Retrieval, Persistence):
         Accepts a ``str``, a ``dict`` (``id``, ``text``, ``metadata``), a :class:`Document`, or any
         iterable or generator of them. Each batch is one transaction: a failure part-way keeps every
         batch committed before it and writes nothing of the failed one (metadata included). Chunks
-        whose text is unchanged keep their stored vectors and are not re-embedded; a document whose
-        text and metadata are both unchanged is a no-op.
+        whose text (and header) is unchanged keep their stored vectors and are not re-embedded; a
+        document whose text, sections and metadata are all unchanged is a no-op, and one whose text
+        and sections are unchanged has only its metadata updated (``metadata_updated``), unless
+        the chunker embeds contextual headers and its ``title`` changed: it is chunked again.
 
         Raises:
             InputTypeError: not a document or an iterable of them.
@@ -316,7 +320,8 @@ class Pipeline(Retrieval, Persistence):
         for doc in by_id.values():
             state = states.get(doc.id)
             metadata = check_metadata(doc.metadata)  # refuse bad metadata before any work is done
-            if state is not None and state[0] == text_hash(doc.text):
+            # Same text and sections: its chunks stand, unless their headers name a title that changed.
+            if state is not None and state[0] == document_hash(doc) and not self._retitled(state[1], doc):
                 if state[1] == metadata:
                     result.unchanged += 1
                 else:
@@ -351,6 +356,17 @@ class Pipeline(Retrieval, Persistence):
         if upserts or metadata_updates:
             self.backend.write(upserts, metadata_updates)
         return result
+
+    def _retitled(self, stored: str, doc: Document) -> bool:
+        """Whether the chunker embeds headers and ``doc``'s title gives another header than the
+        stored metadata's: its chunks' headers (and vectors) must then be made again."""
+        if getattr(self.chunker, "contextual_headers", False) is not True:
+            return False
+        try:
+            old = json.loads(stored).get("title")
+        except (ValueError, AttributeError):
+            return True
+        return contextual_header(old, ()) != contextual_header(doc.metadata.get("title"), ())
 
     def _embed_documents(self, chunks: list[Chunk]) -> np.ndarray:
         vectors = self.embedder.embed_documents([embed_text(c) for c in chunks])

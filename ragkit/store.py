@@ -42,7 +42,7 @@ import numpy as np
 
 from ragkit.backends import sqlite_schema
 from ragkit.backends.base import Upsert
-from ragkit.backends.rows import embed_hash, embed_text, location_json, text_hash
+from ragkit.backends.rows import document_hash, embed_hash, embed_text, location_json, text_hash
 from ragkit.backends.sqlite_files import connect_read_only, storage_error
 from ragkit.backends.sqlite_filter import sqlite_where
 from ragkit.errors import IntegrityError, InvalidInputError, ReadOnlyError
@@ -51,7 +51,15 @@ from ragkit.types import Chunk, Document
 
 logger = logging.getLogger("ragkit")
 
-__all__ = ["SQLiteStore", "WriteResult", "embed_hash", "embed_text", "location_json", "text_hash"]
+__all__ = [
+    "SQLiteStore",
+    "WriteResult",
+    "document_hash",
+    "embed_hash",
+    "embed_text",
+    "location_json",
+    "text_hash",
+]
 
 # ------------------------------------------------------------------------------------------------ store
 
@@ -268,7 +276,7 @@ class SQLiteStore:
                 yield Document(id=doc_id, text=text, metadata=json.loads(metadata))
 
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """``{doc_id: (text hash, metadata JSON)}`` for the ids that exist."""
+        """``{doc_id: (document hash, metadata JSON)}`` for the ids that exist (:func:`document_hash`)."""
         out: dict[str, tuple[str, str]] = {}
         conn = self._conn()
         for part in _batches(list(doc_ids), 500):
@@ -404,7 +412,7 @@ class SQLiteStore:
                 conn.execute("DELETE FROM documents WHERE id = ?", (doc.id,))
                 conn.execute(
                     "INSERT INTO documents (id, text, metadata, hash) VALUES (?, ?, ?, ?)",
-                    (doc.id, doc.text, metadata, text_hash(doc.text)),
+                    (doc.id, doc.text, metadata, document_hash(doc)),
                 )
                 for n, (chunk, vector) in enumerate(zip(item.chunks, item.vectors, strict=True)):
                     blob = np.ascontiguousarray(vector, dtype="<f4").tobytes()

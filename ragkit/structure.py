@@ -6,11 +6,14 @@ through this module:
 
 - **Segments.** The text is cut into segments where the heading path changes, and no chunk crosses
   from one segment into the next: a hit under ``"Install > From source"`` holds text of that section
-  only, and its overlap never reaches back into the section before. A section that holds a single line
-  and is followed by one of its own subsections (a parent heading with no text of its own, such as
-  ``# Install`` right before ``## From source``) joins the segment after it, so that a heading is
-  never a chunk on its own. Text that no section covers (a heading line a loader left out of both
-  sections around it) belongs to the section after it. A document without sections is one segment.
+  only, and its overlap never reaches back into the section before. A section that holds only its
+  heading and is followed by one of its own subsections (a parent heading with no text of its own,
+  such as ``# Install`` right before ``## From source``; a setext or reST title with its underline,
+  however many lines) joins the segment after it, so that a heading is never a chunk on its own.
+  Text that no section covers (a heading line a loader left out of both sections around it) belongs
+  to the section after it. Text before the first section that is more than that section's heading
+  (a preamble) belongs to no section: no heading path, ``{}`` as its location, and it joins
+  nothing, however short. A document without sections is one segment.
 - **Soft cuts.** Inside a segment, a section start with the same heading path (a new PDF page) is the
   strongest cut point the chunker knows, stronger than a blank line.
 - **Locations.** :func:`chunk_location` gives each chunk ``{"page": p}`` (the page where it starts)
@@ -151,7 +154,27 @@ def fit_header(header: str, count: Callable[[str], int], most: int) -> str:
 
 
 def _extends(child: tuple[str, ...], parent: tuple[str, ...]) -> bool:
-    return len(child) > len(parent) and child[: len(parent)] == parent
+    """Whether ``child`` is a subsection's path of ``parent``; text under no heading (``()``, the text
+    before the first heading) is no one's parent."""
+    return bool(parent) and len(child) > len(parent) and child[: len(parent)] == parent
+
+
+def _letters(text: str) -> str:
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
+def _is_heading(text: str, headings: tuple[str, ...]) -> bool:
+    """Whether ``text`` holds only the words of the last heading of ``headings`` (or of all of them)
+    and markup: ``# Install``, a setext or reST title and its underline, however many lines."""
+    letters = _letters(text)
+    return bool(headings) and letters in (_letters(headings[-1]), _letters("".join(headings)))
+
+
+def _heading_only(own: str, headings: tuple[str, ...]) -> bool:
+    """Whether a segment's text (stripped) counts as only its heading: a single line (a segment
+    starts at its heading, so one line is the heading line, ``# Install``), or its heading's words
+    and markup over several lines (a setext or reST title with its underline)."""
+    return len(own.splitlines()) <= 1 or _is_heading(own, headings)
 
 
 def segments(doc: Document) -> list[Segment]:
@@ -171,10 +194,12 @@ def segments(doc: Document) -> list[Segment]:
     if not sections:
         return [Segment(0, len(text))]
     # Blocks tile the text: each section with the uncovered text before it (a heading line a loader
-    # left out of both sections around it); text before the first section is a block of its own.
+    # left out of both sections around it); text before the first section is a block of its own
+    # (under no heading), unless it is only the first section's heading.
     starts = [s.start for s in sections]
     headings = [s.headings for s in sections]
-    if text[: starts[0]].strip():
+    before = text[: starts[0]]
+    if before.strip() and not _is_heading(before, headings[0]):
         starts, headings = [0, *starts], [(), *headings]
     else:
         starts[0] = 0
@@ -192,9 +217,9 @@ def segments(doc: Document) -> list[Segment]:
 
 
 def _join_parents(text: str, parts: list[Segment]) -> list[Segment]:
-    """Join a one-line segment (a heading with no text of its own) to the next one when that is one of
-    its subsections; the joined segment takes the subsection's path. Not a cut: the heading stays
-    with the text under it."""
+    """Join a segment that is only its heading (no text of its own) to the next one when that is one
+    of its subsections; the joined segment takes the subsection's path. Not a cut: the heading stays
+    with the text under it. Text before the first heading is under no heading and joins nothing."""
     joined: list[Segment] = []
     carried: Segment | None = None
     for n, part in enumerate(parts):
@@ -202,7 +227,7 @@ def _join_parents(text: str, parts: list[Segment]) -> list[Segment]:
         if carried is not None:
             part = Segment(carried.start, part.end, part.headings, (*carried.cuts, *part.cuts))
             carried = None
-        heading_only = len(own.splitlines()) <= 1
+        heading_only = _heading_only(own, parts[n].headings)
         if heading_only and n + 1 < len(parts) and _extends(parts[n + 1].headings, parts[n].headings):
             carried = part
         else:

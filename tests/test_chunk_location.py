@@ -20,8 +20,8 @@ from ragkit.backends import sqlite_schema
 from ragkit.backends.base import Upsert
 from ragkit.errors import IntegrityError, InvalidInputError
 from ragkit.persistence import FORMAT_VERSION
-from ragkit.store import SQLiteStore, embed_hash, embed_text, text_hash
-from ragkit.types import Chunk
+from ragkit.store import SQLiteStore, document_hash, embed_hash, embed_text, text_hash
+from ragkit.types import Chunk, Section
 
 TESTS = Path(__file__).parent
 
@@ -196,6 +196,58 @@ def test_iter_texts_yields_what_the_embedder_saw_on_both_backends(search_backend
     pipe.close()
 
 
+def _titled(text: str, headings: tuple[str, ...] | None, **metadata) -> Document:
+    sections = [] if headings is None else [Section(start=0, end=len(text), headings=headings)]
+    return Document(id="d", text=text, metadata=metadata, sections=sections)
+
+
+def test_the_same_text_with_new_sections_is_chunked_again(search_backend):
+    pipe = backend_pipeline(search_backend, chunker=RecursiveChunker(200, 0))
+    text = "Install\n\npip install thing"
+    assert pipe.add(_titled(text, None)).added == 1
+    for headings, location in [(("Install",), {"heading": "Install"}), (("Setup",), {"heading": "Setup"})]:
+        result = pipe.add(_titled(text, headings))
+        # Chunked again; the text is the same, so the vector comes from the cache.
+        assert (result.updated, result.chunks, result.embedded) == (1, 1, 0)
+        assert pipe.search("pip install thing", k=1)[0].location == location
+        assert pipe.add(_titled(text, headings)).unchanged == 1
+    result = pipe.add(_titled(text, None))  # sections gone: the locations go too
+    assert result.updated == 1 and pipe.search("pip install thing", k=1)[0].location == {}
+    pipe.close()
+
+
+def test_a_new_title_is_chunked_again_when_headers_embed_it(search_backend):
+    text = "pip install thing"
+    pipe = backend_pipeline(search_backend, chunker=RecursiveChunker(200, 0, contextual_headers=True))
+    pipe.add(_titled(text, ("Install",), title="Old title"))
+    result = pipe.add(_titled(text, ("Install",), title="New title"))
+    assert (result.updated, result.chunks, result.embedded) == (1, 1, 1)
+    hit = pipe.search("pip install thing", k=1)[0]
+    assert hit.header == "New title\nInstall\n\n" and hit.metadata["title"] == "New title"
+    # A title that gives the same header (whitespace aside) changes the metadata only.
+    result = pipe.add(_titled(text, ("Install",), title="New   title", lang="en"))
+    assert (result.metadata_updated, result.chunks, result.embedded) == (1, 0, 0)
+    pipe.close()
+
+
+def test_without_headers_a_new_title_is_a_metadata_update():
+    pipe = Pipeline(HashEmbedder(), chunker=RecursiveChunker(200, 0))
+    pipe.add(_titled("pip install thing", ("Install",), title="Old title"))
+    result = pipe.add(_titled("pip install thing", ("Install",), title="New title"))
+    assert (result.metadata_updated, result.chunks, result.embedded) == (1, 0, 0)
+    assert pipe.search("pip install thing", k=1)[0].metadata["title"] == "New title"
+    pipe.close()
+
+
+def test_a_title_change_outside_the_cut_header_embeds_nothing(search_backend):
+    # chunk_size 40: a header keeps at most 20 characters, so the end of a long title is cut off.
+    pipe = backend_pipeline(search_backend, chunker=RecursiveChunker(40, 0, contextual_headers=True))
+    pipe.add(_titled("pip install thing", None, title="A long title about things, version one"))
+    result = pipe.add(_titled("pip install thing", None, title="A long title about things, version two"))
+    assert (result.updated, result.chunks, result.embedded) == (1, 1, 0)  # the same header: cached
+    pipe.close()
+
+
 def test_location_and_header_survive_save_and_load(tmp_path):
     path = tmp_path / "idx"
     pipe = Pipeline(HashEmbedder(), chunker=PagedChunker())
@@ -286,6 +338,15 @@ def test_a_format_2_index_migrates_at_its_first_write_and_saves_the_current_form
     old = again.search("format two document 7 about topic1 beta", k=1, filter={"group": 1})[0]
     assert old.doc_id == "d7" and old.location == {} and old.header == ""
     again.close()
+
+
+def test_a_format_2_index_keeps_its_document_hashes_so_adding_it_again_rewrites_nothing(tmp_path):
+    pipe = Pipeline.load(_copy_format_2(tmp_path), embedder=HashEmbedder())
+    docs = list(pipe)
+    assert len(docs) == 12 and all(not d.sections for d in docs)
+    result = pipe.add(docs)
+    assert (result.unchanged, result.chunks, result.embedded) == (12, 0, 0)
+    pipe.close()
 
 
 def test_a_format_1_index_still_loads_with_empty_locations(tmp_path):
@@ -434,6 +495,19 @@ def test_an_old_postgres_table_reads_read_only_and_migrates_when_opened_for_writ
     assert reopened.get_chunks([vid])[vid].location == {"page": 2}
     for backend in (reader, writer, reopened):
         backend.close()
+
+
+@pytest.mark.pg
+def test_an_old_postgres_tables_document_hashes_stay_valid(pg_table):
+    from ragkit.backends import PostgresBackend
+
+    dsn, table = pg_table
+    _old_table(dsn, table)
+    writer = PostgresBackend(dsn, table=table, index="exact")
+    states = writer.document_states(["a", "b"])
+    assert states["a"][0] == document_hash(Document(id="a", text="alpha words here"))
+    assert states["b"][0] == document_hash(Document(id="b", text="beta words there"))
+    writer.close()
 
 
 @pytest.mark.pg

@@ -12,7 +12,7 @@ from search_backends import backend_pipeline
 
 from ragkit import Document, Pipeline, RecursiveChunker
 from ragkit.errors import InvalidInputError, ReadOnlyError
-from ragkit.folder import FailedFile, FolderReport, SkippedFile, index_folder
+from ragkit.folder import EmptyFile, FailedFile, FileWarning, FolderReport, SkippedFile, index_folder
 
 pytest.importorskip("pypdfium2")
 pytest.importorskip("docx")
@@ -225,23 +225,48 @@ def test_a_record_that_moves_to_another_records_file_follows_it(tmp_path):
     assert pipe.get("y").text == "stays"
 
 
-def test_empty_files_are_documents_and_are_not_read_as_new_each_time(tmp_path):
+def test_empty_files_are_documents_listed_as_empty_every_run(tmp_path, binaries):
     root = tmp_path / "docs"
     _write(root / "empty.md", "")
     _write(root / "none.jsonl", "")  # no records: nothing to add
     _records(root / "blank.jsonl", ("e1", ""))  # a record without chunks
+    _write(root / "ok.md", "some text")
+    loader_files.write_pdf(root / "scan.pdf", pages=[""], title=None)  # a page without text
     pipe = _pipe()
+    empty = [
+        EmptyFile("blank.jsonl", "no text in its records"),
+        EmptyFile("empty.md", "no text"),
+        EmptyFile("none.jsonl", "no records"),
+        EmptyFile("scan.pdf", "no text extracted (a scanned PDF? it needs OCR first)"),
+    ]
+    n = 4
     report = index_folder(pipe, root)
-    assert (report.added, report.unchanged, report.chunks) == (2, 1, 0) and report.failed == []
+    assert (report.added, report.unchanged, report.chunks) == (n, 0, 1) and report.failed == []
+    assert report.empty == empty and report.ok  # listed, and the run did not fail for them
     assert pipe.get("empty.md").text == "" and pipe.get("e1").text == ""
-    assert index_folder(pipe, root, sync=True).model_dump(
-        include={"added", "updated", "unchanged", "removed"}
-    ) == {
+    assert "empty 4 (indexed, no text):" in str(report) and "    empty.md: no text" in str(report)
+    assert report.to_dict()["empty"][1] == {"path": "empty.md", "reason": "no text"}
+    # Again: nothing is read (none.jsonl has nothing stored, so it is read: it is cheap) and the same
+    # files are listed; a records file with no records counts nowhere but in the empty list.
+    again = index_folder(pipe, root, sync=True)
+    assert again.model_dump(include={"added", "updated", "unchanged", "removed"}) == {
         "added": 0,
         "updated": 0,
-        "unchanged": 3,
+        "unchanged": n,
         "removed": 0,
     }
+    assert again.empty == empty
+
+
+def test_an_emptied_records_file_is_updated_not_unchanged(tmp_path):
+    root = tmp_path / "docs"
+    _records(root / "r.jsonl", ("a", "alpha"), ("b", "beta"))
+    pipe = _pipe()
+    index_folder(pipe, root)
+    _write(root / "r.jsonl", "")
+    report = index_folder(pipe, root, sync=True)
+    assert (report.updated, report.unchanged, report.removed) == (1, 0, 2) and len(pipe) == 0
+    assert report.empty == [EmptyFile("r.jsonl", "no records")]
 
 
 def test_sync_keeps_the_files_of_a_folder_it_could_not_list(tmp_path, monkeypatch):
@@ -369,12 +394,14 @@ def test_symlinks_out_of_the_folder_are_not_followed_unless_asked(tmp_path):
     assert "inside the folder" in reasons["same.md"] and "broken" in reasons["dangling.md"]
     assert [d.id for d in pipe] == ["a.md"]
     report = index_folder(pipe, root, follow_symlinks=True)
-    assert {d.id for d in pipe} == {"a.md", "link.txt", "linkdir/secret.txt", "linkdir/more/deep.md"}
+    assert {d.id for d in pipe} == {"a.md", "link.txt", "linkdir/more/deep.md"}
     reasons = {s.path: s.reason for s in report.skipped}
-    assert set(reasons) == {"linkdir/back", "same.md", "dangling.md", "zlink"}
+    assert set(reasons) == {"linkdir/back", "same.md", "dangling.md", "zlink", "linkdir/secret.txt"}
     assert "already walked" in reasons["linkdir/back"] and "already walked" in reasons["zlink"]
+    # One file outside, two links to it: indexed once, at the first path in walk order.
+    assert reasons["linkdir/secret.txt"] == "the same file as link.txt (another link)"
     # Without following, --sync removes what only following had brought in.
-    assert index_folder(pipe, root, sync=True).removed == 3
+    assert index_folder(pipe, root, sync=True).removed == 2
 
 
 def test_a_hash_in_a_file_name_never_mixes_with_chunk_ids(tmp_path):
@@ -470,6 +497,8 @@ def test_report_shape_and_summary():
         "embedded",
         "skipped",
         "failed",
+        "empty",
+        "warnings",
     }
     assert data["failed"] == [{"path": "x.pdf", "error": "CorruptFileError", "message": "not a PDF"}]
     text = str(report)
@@ -507,3 +536,98 @@ def test_sync_and_conflicts_on_every_backend(tmp_path, search_backend):
         assert (report.updated, report.removed) == (1, 2) and [d.id for d in pipe] == ["r1"]
     finally:
         pipe.close()
+
+
+class _PickyEmbedder(HashEmbedder):
+    """Refuses any batch holding a text with "poison" in it (as a backend refuses a NUL, or a
+    model a text too long), or fails as a server that is down, when ``down`` is set."""
+
+    down = False
+
+    def embed_documents(self, texts):
+        from ragkit.errors import InputTooLongError, UnavailableError
+
+        if self.down:
+            raise UnavailableError("the embedding server did not answer")
+        if any("poison" in t for t in texts):
+            raise InputTooLongError("a text is longer than the model's max_length")
+        return super().embed_documents(texts)
+
+
+def test_one_file_the_pipeline_refuses_fails_alone_and_the_batch_goes_in(tmp_path):
+    root = tmp_path / "docs"
+    _write(root / "a.md", "# A\n\nfine file")
+    _records(root / "r.jsonl", ("n1", "poison here"), ("n2", "fine record"))
+    _write(root / "z.txt", "another fine file")
+    pipe = Pipeline(_PickyEmbedder(), chunker=RecursiveChunker(200, 20))
+    report = index_folder(pipe, root, batch_size=10)  # one batch of three files
+    assert [(f.path, f.error) for f in report.failed] == [("r.jsonl", "InputTooLongError")]
+    assert "max_length" in report.failed[0].message
+    assert sorted(d.id for d in pipe) == ["a.md", "z.txt"] and report.added == 2
+    # The failed file is read again next time (nothing of it was stored), the others are not.
+    again = index_folder(pipe, root, sync=True)
+    assert (again.unchanged, again.removed, [f.path for f in again.failed]) == (2, 0, ["r.jsonl"])
+
+
+def test_an_error_of_the_pipeline_itself_still_stops_the_run(tmp_path):
+    from ragkit.errors import UnavailableError
+
+    root = tmp_path / "docs"
+    _write(root / "a.md", "alpha")
+    _write(root / "b.md", "beta")
+    embedder = _PickyEmbedder()
+    embedder.down = True
+    pipe = Pipeline(embedder, chunker=RecursiveChunker(200, 20))
+    with pytest.raises(UnavailableError):
+        index_folder(pipe, root)
+    assert len(pipe) == 0
+
+
+def test_unchanged_records_files_cost_one_scan_not_one_per_file(tmp_path, monkeypatch):
+    root = tmp_path / "docs"
+    for i in range(30):
+        _records(root / f"f{i:02}.jsonl", (f"r{i}", f"record {i}"))
+    _write(root / "a.md", "a file")
+    pipe = _pipe()
+    index_folder(pipe, root)
+    backend = pipe.backend
+    scans = []
+    real = backend.iter_documents
+
+    def iter_documents():
+        scans.append(1)
+        return real()
+
+    def count_matching(flt):
+        raise AssertionError("count_matching is one scan per records file")
+
+    monkeypatch.setattr(backend, "iter_documents", iter_documents)
+    monkeypatch.setattr(backend, "count_matching", count_matching)
+    report = index_folder(pipe, root)
+    assert (report.unchanged, report.added, report.updated, report.embedded) == (31, 0, 0, 0)
+    assert len(scans) == 1
+    # A file with no records file in it needs no scan.
+    (root / "only").mkdir()
+    _write(root / "only" / "b.md", "b")
+    index_folder(pipe, root / "only")
+    assert len(scans) == 1
+
+
+def test_a_file_not_utf8_is_indexed_and_warned_every_run(tmp_path):
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "notes.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e".encode("latin-1"))
+    (root / "r.jsonl").write_bytes(b'{"id": "x", "text": "na\xefve"}\n')
+    _write(root / "ok.md", "clean")
+    pipe = _pipe()
+    for _ in range(2):  # the second run reads nothing: the count is in the stored metadata
+        report = index_folder(pipe, root)
+        assert report.failed == [] and report.ok
+        assert [(w.path, w.message.split(" read as")[0]) for w in report.warnings] == [
+            ("notes.txt", "4 undecodable byte sequence(s)"),
+            ("r.jsonl", "1 undecodable byte sequence(s)"),
+        ]
+        assert "  warnings 2:" in str(report) and "notes.txt: 4 undecodable" in str(report)
+        assert report.to_dict()["warnings"][0]["path"] == "notes.txt"
+    assert report.unchanged == 3 and isinstance(report.warnings[0], FileWarning)
+    assert "\ufffd" in pipe.get("notes.txt").text

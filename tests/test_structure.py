@@ -129,6 +129,58 @@ def test_a_preamble_of_several_lines_is_a_segment_without_headings():
     ]
 
 
+def test_a_one_line_preamble_belongs_to_no_section():
+    text = "Status: draft, do not cite.\n\n## Results\n\nThe results section."
+    start = text.index("## Results")
+    doc = Document(text=text, sections=[Section(start=start, end=len(text), headings=("Results",))])
+    assert [s.headings for s in segments(doc)] == [(), ("Results",)]
+    chunks = RecursiveChunker(20, 0).chunk(doc)
+    assert [(c.text, c.location) for c in chunks] == [
+        ("Status: draft, do", {}),
+        ("not cite.", {}),
+        ("## Results", {"heading": "Results"}),
+        ("The results section.", {"heading": "Results"}),
+    ]
+    # Even when the whole text fits one chunk, the preamble is not labelled with the first heading.
+    chunks = RecursiveChunker(2000, 0).chunk(doc)
+    assert [c.location for c in chunks] == [{}, {"heading": "Results"}]
+
+
+@pytest.mark.parametrize(
+    "title",
+    ["Guide\n=====", "=====\nGuide\n=====", "Guide\n-----", "The *Guide*\n===========", "# Guide"],
+    ids=["rest", "rest-overline", "setext", "inline-markup", "atx"],
+)
+def test_a_parent_title_of_any_number_of_lines_joins_its_first_subsection(title):
+    parent = title + "\n\n"
+    body = "Install\n-------\n\nRun make to build the project."
+    heading = "The Guide" if "*" in title else "Guide"
+    doc = Document(
+        text=parent + body,
+        sections=[
+            Section(start=0, end=len(title), headings=(heading,)),
+            Section(start=len(parent), end=len(parent + body), headings=(heading, "Install")),
+        ],
+    )
+    chunks = RecursiveChunker(2000, 0).chunk(doc)
+    assert [(c.text, c.location) for c in chunks] == [(parent + body, {"heading": f"{heading} > Install"})]
+
+
+def test_a_parent_section_of_several_lines_with_text_of_its_own_is_not_joined():
+    parent = "Guide\n=====\nRead this first."
+    body = "Install\n-------\n\nRun make."
+    text = parent + "\n\n" + body
+    doc = Document(
+        text=text,
+        sections=[
+            Section(start=0, end=len(parent), headings=("Guide",)),
+            Section(start=len(parent) + 2, end=len(text), headings=("Guide", "Install")),
+        ],
+    )
+    chunks = RecursiveChunker(2000, 0).chunk(doc)
+    assert [c.location["heading"] for c in chunks] == ["Guide", "Guide > Install"]
+
+
 def test_page_breaks_are_the_strongest_cut_but_pages_merge_when_they_fit():
     page1 = "Alpha beta.\n\nGamma delta epsilon."
     page2 = "Zeta eta.\n\nTheta iota kappa."

@@ -150,7 +150,8 @@ class Backend(Protocol):
         ...
 
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """``{doc_id: (text hash, canonical metadata JSON)}`` for the ids that exist."""
+        """``{doc_id: (document hash, canonical metadata JSON)}`` for the ids that exist; the hash is
+        :func:`ragkit.backends.rows.document_hash` of the document as written."""
         ...
 
     def vectors_for_hashes(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:

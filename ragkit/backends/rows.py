@@ -1,6 +1,8 @@
 """What both backends store with each document and chunk, beside the text: content hashes, locations.
 
-A document's hash is :func:`text_hash` of its text (an unchanged document is skipped on re-add). A
+A document's hash is :func:`document_hash`: of its text and its sections (an unchanged document is
+skipped on re-add; one whose structure changed is chunked again), of its text alone when it has no
+sections, as before sections existed, so an old index's documents keep their hash. A
 chunk's hash is :func:`embed_hash`, the hash of what the embedder saw (:func:`embed_text`: the
 contextual header, then the text); it keys the embedding cache (``Backend.vectors_for_hashes``), so
 toggling contextual headers never reuses a vector embedded without them. A chunk's ``location`` is
@@ -18,12 +20,13 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 
 from ragkit.errors import InvalidInputError
 from ragkit.filters import check_metadata
-from ragkit.types import Chunk
+from ragkit.types import Chunk, Document
 
-__all__ = ["embed_hash", "embed_text", "location_json", "text_hash"]
+__all__ = ["document_hash", "embed_hash", "embed_text", "location_json", "text_hash"]
 
 
 def text_hash(text: str) -> str:
@@ -34,6 +37,28 @@ def text_hash(text: str) -> str:
         '2cf24dba5fb0'
     """
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def document_hash(doc: Document) -> str:
+    """The stored state of a document: a hash of its text and its sections (what its chunks, their
+    locations and headers depend on), or :func:`text_hash` of its text when it has no sections.
+
+    The two never meet: the sections' part follows a ``0xff`` byte, which no UTF-8 text holds.
+
+    Example:
+        >>> from ragkit.types import Section
+        >>> plain = Document(id="a", text="Install")
+        >>> document_hash(plain) == text_hash("Install")
+        True
+        >>> titled = plain.model_copy(update={"sections": (Section(start=0, end=7, headings=("Install",)),)})
+        >>> document_hash(titled) == text_hash("Install")
+        False
+    """
+    if not doc.sections:
+        return text_hash(doc.text)
+    spans = [[s.start, s.end, s.page, list(s.headings)] for s in doc.sections]
+    structure = json.dumps(spans, separators=(",", ":")).encode("ascii")
+    return hashlib.sha256(doc.text.encode("utf-8") + b"\xff" + structure).hexdigest()
 
 
 def embed_text(chunk: Chunk) -> str:

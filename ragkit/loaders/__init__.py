@@ -4,8 +4,9 @@ One loader per format, chosen by the file's suffix (case does not matter):
 
 - ``.pdf`` (``pdf``, PDFium): the pages joined by a blank line, one section per page (``page``,
   1-based); metadata ``pages`` and ``title`` (from the PDF's info, if set).
-- ``.html``, ``.htm`` (``html``, lxml): the main content, without navigation, scripts, styles, forms,
-  asides, footers or cookie banners; sections from h1-h6; ``title`` from ``<title>``, else the first h1.
+- ``.html``, ``.htm`` (``html``, lxml): the main content, without navigation, scripts, styles, form
+  controls, asides, footers or cookie banners; sections from h1-h6; ``title`` from ``<title>``, else
+  the first h1.
 - ``.docx`` (``docx``, python-docx): paragraphs and tables (tab-separated rows) in order; sections
   from the Title and Heading 1-9 styles; ``title`` from the core properties, else the first heading.
 - ``.md``, ``.markdown`` (``markdown``): the source as written; sections from ATX and setext
@@ -19,9 +20,11 @@ PDF, HTML and Word need ``pip install 'ragkit[loaders]'``; the other formats nee
 
 Every metadata dict has ``format`` (except records', which keep their own metadata as written).
 Text files are UTF-8, or UTF-16/32 with a byte-order mark; undecodable bytes become U+FFFD with a
-warning on the ``ragkit.loaders`` logger. All text has universal newlines and no control characters
-but tab and newline. An empty file is a Document with text ``""`` and no sections (a records file
-with no records gives no Document).
+warning on the ``ragkit.loaders`` logger, and the metadata says how many byte sequences were bad:
+``decode_errors`` (absent when there were none; for records, on each record's Document). All text
+has universal newlines and no control characters but tab and newline, and no soft hyphen (U+00AD).
+An empty file is a Document with text ``""`` and no sections (a records file with no records gives
+no Document).
 
 **Sections.** A heading's section starts at its heading line (the heading is part of it) and ends
 before the next heading of any level, trailing whitespace excluded; ``headings`` is the path from

@@ -14,7 +14,7 @@ logger = logging.getLogger("ragkit.loaders")
 # C0 controls other than tab and newline carry no text (PDF extractors emit NUL and \x02 for a hyphen
 # at a line break; PostgreSQL cannot store NUL). Vertical tab and form feed are line breaks.
 _CONTROLS = {c: None for c in range(0x20) if c not in (0x09, 0x0A, 0x0B, 0x0C)}
-_CONTROLS.update({0x0B: "\n", 0x0C: "\n", 0x7F: None})
+_CONTROLS.update({0x0B: "\n", 0x0C: "\n", 0x7F: None, 0xAD: None})  # U+00AD: an invisible hyphenation hint
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
     (codecs.BOM_UTF32_BE, "utf-32-be"),
@@ -25,31 +25,35 @@ _BOMS = (
 
 
 def clean_text(text: str) -> str:
-    """Universal newlines, and no C0 control character but tab and newline."""
+    """Universal newlines, no C0 control character but tab and newline, and no soft hyphen (U+00AD)."""
     return text.replace("\r\n", "\n").replace("\r", "\n").translate(_CONTROLS)
 
 
-def decode(data: bytes, path: Path) -> str:
-    """Text of a file: UTF-8 unless a byte-order mark says UTF-16 or UTF-32; the mark is dropped.
+def decode(data: bytes, path: Path, encoding: str | None = None) -> tuple[str, int]:
+    """Text of a file and its number of undecodable byte sequences (0 for a clean file).
 
-    Bytes that are not valid in that encoding become U+FFFD, with one warning per file.
+    UTF-8 unless a byte-order mark says UTF-16 or UTF-32 (the mark is dropped) or ``encoding`` is
+    given (a BOM still wins). Bytes that are not valid in that encoding become U+FFFD, one per bad
+    sequence, with one warning per file; loaders report the count as ``metadata["decode_errors"]``.
     """
-    encoding = "utf-8"
     for bom, name in _BOMS:
         if data.startswith(bom):
             data, encoding = data[len(bom) :], name
             break
+    encoding = encoding or "utf-8"
     try:
-        text = data.decode(encoding)
+        return clean_text(data.decode(encoding)), 0
     except UnicodeDecodeError as e:
+        text = data.decode(encoding, errors="replace")
+        errors = len(text) - len(data.decode(encoding, errors="ignore"))  # one U+FFFD per bad sequence
         logger.warning(
-            "%s: not valid %s (first bad byte at %d); undecodable bytes read as U+FFFD",
+            "%s: not valid %s (%d undecodable byte sequence(s), the first at byte %d); read as U+FFFD",
             path,
             encoding,
+            errors,
             e.start,
         )
-        text = data.decode(encoding, errors="replace")
-    return clean_text(text)
+        return clean_text(text), errors
 
 
 def tidy(text: str) -> str:

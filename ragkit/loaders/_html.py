@@ -1,16 +1,34 @@
 """HTML: the main content of a page as text, with its heading structure, parsed with lxml.
 
-The content is the page's one ``<main>`` (or ``role="main"``), else its one ``<article>``, else the
-``<body>``. Inside it, navigation and page furniture are dropped: ``nav``, ``aside``, ``footer``,
-forms and buttons, ``script``, ``style``, ``noscript``, ``template``, embedded media, the ARIA
-landmarks ``navigation``, ``banner``, ``contentinfo``, ``complementary`` and ``search``, hidden
-elements, elements whose class or id names a cookie or consent banner, a newsletter, social sharing,
-breadcrumbs, a sidebar or related links, and, when the content is the whole body, the page
-``<header>`` (a header inside ``<main>`` or ``<article>`` holds the article's title and is kept).
+Page furniture is dropped first, from the whole body: ``nav``, ``aside``, ``footer``, ``script``,
+``style``, ``noscript``, ``template``, embedded media, form controls (``input``, ``select``,
+``textarea``, ``label``; the text of a ``form`` or ``button`` is kept: ASP.NET wraps whole pages in
+a form, accordions put questions in buttons), the ARIA landmarks ``navigation``, ``banner``,
+``contentinfo``, ``complementary`` and ``search``, hidden elements (not ``hidden="until-found"``,
+a closed accordion's text), the page ``<header>`` (one not inside ``main``, ``article`` or
+``section`` that is a child of the body, holds no heading, or is named ``site-header`` or
+``masthead``; a post's header with its title is kept), and elements whose class or id names page
+furniture. A name counts only as a whole: after placement words (``site-``,
+``main-``, ``top-``) a furniture word (cookie, consent, newsletter, share, social, breadcrumbs,
+sidebar, related, ad, popup, modal, nav, navbar, menu) followed only by furniture words
+(``cookie-banner``, ``share-buttons``, ``main-nav``), never ``related-work``,
+``content-sidebar-wrap`` or ``informed-consent``. A name never drops a heading, ``main``,
+``article`` or ``section``, an element that holds the page's h1, or an id made from the element's
+own heading (``<div id="cookies"><h2>Cookies</h2>``); a nav or menu name drops only an element whose
+words are mostly links.
 
-Paragraphs and other blocks are separated by a blank line; list items (``- `` or ``1. ``) and table
-rows (cells separated by tabs) by one newline; ``<pre>`` keeps its line breaks and spaces, elsewhere
-runs of whitespace become one space. ``h1``-``h6`` open sections.
+Then the content is the remaining page's one ``<main>`` (or ``role="main"``), else its one
+``<article>`` (articles nested in an article, comments say, count as part of it), else the closest
+element holding all its articles, else the ``<body>``.
+
+Paragraphs and other blocks are separated by a blank line; list items (``- `` or ``1. ``, numbered
+from ``<ol start>``) and table rows (cells separated by tabs) by one newline; ``<pre>`` keeps its
+line breaks (a ``<br>`` in it too) and spaces, elsewhere runs of whitespace become one space.
+``h1``-``h6`` open sections. A layout table (a cell holds a heading or a nested table, or a one-row
+or one-column table's cell holds paragraphs or lists) is read as blocks, cell after cell.
+
+The encoding is the byte-order mark's, else ``<meta charset>``'s (a UTF-16 label there means UTF-8,
+as the HTML standard says), else UTF-8; bad bytes are U+FFFD, counted in ``decode_errors``.
 
 An extractor of its own rather than trafilatura or readability-lxml, on ``benchmarks/loaders.py``:
 on three page layouts with known content it reproduced every word and nothing else (trafilatura
@@ -22,6 +40,7 @@ flatten to text.
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 from typing import Any
@@ -32,96 +51,146 @@ from ragkit.types import Section
 
 _DROP_TAGS = {
     "script", "style", "noscript", "template", "svg", "math", "iframe", "object", "embed", "canvas",
-    "video", "audio", "map", "form", "button", "input", "select", "textarea", "label", "nav", "aside",
-    "footer", "dialog", "head", "link", "meta", "title",
+    "video", "audio", "map", "input", "select", "option", "optgroup", "datalist", "textarea", "label",
+    "nav", "aside", "footer", "dialog", "head", "link", "meta", "title",
 }  # fmt: skip
 _DROP_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "dialog", "alertdialog",
                "menu", "menubar", "toolbar"}  # fmt: skip
-_BOILERPLATE = re.compile(
-    r"(?:^|[-_\s])(?:cookies?|consent|gdpr|newsletter|subscribe|share|sharing|social|breadcrumbs?|"
-    r"sidebar|related|advert|advertisement|ads|popup|modal|skip-link)(?:$|[-_\s])",
-    re.IGNORECASE,
-)
-_MODIFIER = re.compile(r"^(?:has|no|is|with)[-_]|[-_]with[-_]", re.IGNORECASE)
+# Class and id names, token by token (split at "-" and "_"): a name is boilerplate when, after
+# optional placement words ("site-", "main-", "top-"), it starts with a furniture word and every
+# further word is furniture too ("cookie-banner", "social-share-buttons", "sidebar", "main-nav"),
+# never when a word of its own follows ("related-work", "content-sidebar-wrap", "informed-consent").
+_PLACES = {"site", "main", "page", "global", "primary", "secondary", "top", "bottom", "left", "right",
+           "mobile", "desktop", "js", "header", "footer", "sticky", "fixed"}  # fmt: skip
+_FURNITURE = {
+    "cookie", "cookies", "consent", "gdpr", "newsletter", "subscribe", "share", "sharing", "social",
+    "breadcrumb", "breadcrumbs", "sidebar", "related", "advert", "advertisement", "ads", "ad", "popup",
+    "modal", "skip", "nav", "navbar", "navigation", "menu", "topbar",
+}  # fmt: skip
+_FURNITURE_PARTS = _FURNITURE | {
+    "banner", "notice", "bar", "box", "buttons", "button", "links", "link", "icons", "widget",
+    "widgets", "area", "container", "wrapper", "wrap", "block", "panel", "list", "posts", "articles",
+    "items", "signup", "form", "overlay", "dialog", "popin", "toggle", "trail", "slot", "unit",
+    "content", "inner", "module", "to", "tools", "tool", "toolbar", "group", "row", "holder",
+    "primary", "secondary", "left", "right", "main", "top", "bottom",
+}  # fmt: skip
+_NAVIGATION = {"nav", "navbar", "navigation", "menu", "topbar", "breadcrumb", "breadcrumbs"}
+_NAME_PARTS = re.compile(r"[-_]+")
+_SITE_HEADER = {"site-header", "masthead", "global-header", "site-head", "siteheader"}
+_NEVER_NAMED = {"h1", "h2", "h3", "h4", "h5", "h6", "main", "article", "section", "body", "html"}
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _BLOCKS = {
     "p", "div", "section", "article", "main", "header", "ul", "ol", "dl", "dt", "dd", "blockquote",
     "figure", "figcaption", "hr", "address", "details", "summary", "center", "body", "html", "caption",
-    "fieldset", "legend", "hgroup", "search",
+    "fieldset", "legend", "hgroup", "search", "form",
 }  # fmt: skip
+_LAYOUT_CELL = {"td", "th", "tr", "tbody", "thead", "tfoot"}  # blocks inside a layout table
 _SPACED = {"br", "li", "tr", "td", "th", "table", "pre"}  # elements that separate words in a flat text
+_ANY_HEADING = ".//h1 | .//h2 | .//h3 | .//h4 | .//h5 | .//h6"
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([-\w.:]+)""", re.IGNORECASE)
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 _BREAK = "\x00"  # stands for <br> inside a block: text nodes never hold NUL (clean_text drops it)
+_OWN_CELLS = "./tr/td | ./tr/th | ./*[self::thead or self::tbody or self::tfoot]/tr/*[self::td or self::th]"
 
 
 def load_html(path: Path, data: bytes) -> tuple[str, tuple[Section, ...], dict[str, Any]]:
-    """The page's main content, its sections, and metadata ``title`` (``<title>``, else the first h1)."""
+    """The page's main content, its sections, and metadata ``title`` (``<title>``, else the first h1).
+
+    ``decode_errors`` is in the metadata when bytes were not valid in the page's encoding.
+    """
     from ragkit._deps import require
 
     lxml_html = require("lxml.html", purpose="reading HTML files")
-    text = _decode_html(data, path)
+    text, errors = _decode_html(data, path)
+    metadata: dict[str, Any] = {"format": "html"}
+    if errors:
+        metadata["decode_errors"] = errors
     if not text.strip():
-        return "", (), {"format": "html"}
+        return "", (), metadata
     # huge_tree: libxml2 otherwise drops text nodes over 10 MB and pages nested over 256 deep, silently.
     parser = lxml_html.HTMLParser(huge_tree=True)
     try:
         root = lxml_html.document_fromstring(_XML_DECLARATION.sub("", text), parser=parser)
     except lxml_html.etree.ParserError:  # nothing but comments or a doctype: no content
-        return "", (), {"format": "html"}
+        return "", (), metadata
     fatal = [e.message for e in parser.error_log if e.level_name == "FATAL"]
     if fatal:  # a limit even huge_tree has (2,048 levels of nesting): the tree is cut, do not guess
         raise CorruptFileError(path, f"the HTML parser gave up: {fatal[0]}")
     title = tidy(" ".join(root.xpath("/html/head/title//text()")))  # not an <svg> icon's <title>
-    content = _content_root(root)
-    _strip_boilerplate(content)
+    body = root.find("body")
+    body = body if body is not None else root
+    _strip_boilerplate(body)  # first: a <main> in a <template> or an <article> in an <aside> is no root
+    content = _content_root(body)
     if not title:
         first_h1 = content.find(".//h1")
         title = _flat_text(first_h1) if first_h1 is not None else ""
-    body, sections = _Extractor().run(content)
-    metadata: dict[str, Any] = {"format": "html"}
+    text, sections = _Extractor().run(content)
     if title:
         metadata["title"] = title
-    return body, sections, metadata
+    return text, sections, metadata
 
 
-def _decode_html(data: bytes, path: Path) -> str:
+def _decode_html(data: bytes, path: Path) -> tuple[str, int]:
     # A byte-order mark wins, then <meta charset> in the first 4 KiB, then UTF-8 (with U+FFFD).
     if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:3] == b"\xef\xbb\xbf":
         return decode(data, path)
     m = _META_CHARSET.search(data[:4096])
     if m:
         try:
-            return clean_text(data.decode(m.group(1).decode("ascii"), errors="replace"))
+            encoding = codecs.lookup(m.group(1).decode("ascii")).name
         except LookupError:
-            pass  # an unknown charset name: UTF-8 is the best guess
+            encoding = "utf-8"  # an unknown charset name: UTF-8 is the best guess
+        # The HTML standard: a UTF-16 label in <meta> means UTF-8 (the page was read as ASCII to find
+        # it, so it cannot be UTF-16); UTF-32 is no web encoding at all.
+        if encoding.startswith(("utf-16", "utf-32")):
+            encoding = "utf-8"
+        return decode(data, path, encoding)
     return decode(data, path)
 
 
-def _content_root(root: Any) -> Any:
-    for candidates in (root.xpath("//main | //*[@role='main']"), root.xpath("//article")):
-        if len(candidates) == 1:
-            return candidates[0]
-    body = root.find("body")
-    return body if body is not None else root
+def _content_root(body: Any) -> Any:
+    """The one ``<main>``, else the one ``<article>`` or the closest container of several, else body."""
+    mains = body.xpath(".//main | .//*[@role='main']")
+    if len(mains) == 1:
+        return mains[0]
+    articles = body.xpath(".//article[not(ancestor::article)]")  # a comment's article is the post's
+    if len(articles) == 1:
+        return articles[0]
+    if articles:
+        common = set(articles[0].iterancestors())
+        for article in articles[1:]:
+            common &= set(article.iterancestors())
+        return next(a for a in articles[0].iterancestors() if a in common)  # body at worst
+    return body
 
 
 def _strip_boilerplate(content: Any) -> None:
-    whole_body = content.tag in ("body", "html")
-    doomed = []
-    for el in content.iter():
+    from lxml import etree
+
+    doomed = list(content.iter(etree.Comment, etree.ProcessingInstruction))  # iterwalk skips them
+    walker = etree.iterwalk(content, events=("start",))
+    for _, el in walker:
         if not isinstance(el.tag, str):
-            doomed.append(el)  # comments and processing instructions
-        elif _is_boilerplate(el) or (whole_body and el.tag == "header" and not _in_content(el)):
+            continue
+        if _is_boilerplate(el) or (el.tag == "header" and _is_page_header(el)):
             doomed.append(el)
+            walker.skip_subtree()  # what is inside goes with it: no need to judge it
     for el in doomed:
         if el.getparent() is not None:
             el.drop_tree()  # keeps the tail text, which belongs to the parent
 
 
-def _in_content(el: Any) -> bool:
-    return any(a.tag in ("main", "article") for a in el.iterancestors())
+def _is_page_header(header: Any) -> bool:
+    # The site's header: not inside main, article or section, and a child of the body, a header
+    # without a heading, or one named so; a post's <header> in a <div> holds its title: kept.
+    if any(a.tag in ("main", "article", "section") for a in header.iterancestors()):
+        return False
+    parent = header.getparent()
+    if parent is None or parent.tag in ("body", "html") or not header.xpath(_ANY_HEADING):
+        return True
+    names = f"{header.get('class', '')} {header.get('id', '')}".lower().split()
+    return any(name in _SITE_HEADER for name in names)
 
 
 def _is_boilerplate(el: Any) -> bool:
@@ -130,15 +199,69 @@ def _is_boilerplate(el: Any) -> bool:
     attrs = el.attrib
     if attrs.get("role", "").strip().lower() in _DROP_ROLES:
         return True
-    if "hidden" in attrs or attrs.get("aria-hidden", "").lower() == "true":
+    hidden = attrs.get("hidden")  # "until-found": a closed accordion's text, which find-in-page opens
+    if (hidden is not None and hidden.strip().lower() != "until-found") or attrs.get(
+        "aria-hidden", ""
+    ).lower() == "true":
         return True
     if _HIDDEN_STYLE.search(attrs.get("style", "")):
         return True
-    names = f"{attrs.get('class', '')} {attrs.get('id', '')}".split()
-    # "has-sidebar", "page-with-sidebar": layout modifiers of a wrapper, not the sidebar itself. And
-    # a name is only a hint: an element that holds the page's h1 or its article is kept.
-    named = any(_BOILERPLATE.search(name) and not _MODIFIER.search(name) for name in names)
-    return named and not el.xpath(".//h1 | .//main | .//article")
+    if el.tag in _NEVER_NAMED:
+        return False
+    kinds = [kind for kind in map(_furniture, attrs.get("class", "").split()) if kind]
+    el_id = attrs.get("id", "").strip()
+    id_kind = _furniture(el_id) if el_id else None
+    if id_kind and not _is_title_slug(el, el_id):
+        kinds.append(id_kind)
+    # A name is only a hint: an element that holds the page's h1 or its article is kept, and a
+    # "menu" or "nav" that is not mostly links (a restaurant's menu) is content.
+    if not kinds or (all(kind == "navigation" for kind in kinds) and not _mostly_links(el)):
+        return False
+    return next(el.iter("h1", "main", "article"), None) is None
+
+
+def _furniture(name: str) -> str | None:
+    """``"navigation"`` or ``"furniture"`` when a class or id name names page furniture, else None."""
+    parts = [p for p in _NAME_PARTS.split(name.lower()) if p]
+    while len(parts) > 1 and parts[0] in _PLACES:
+        parts.pop(0)
+    if not parts or parts[0] not in _FURNITURE or not all(p in _FURNITURE_PARTS for p in parts[1:]):
+        return None
+    return "navigation" if parts[0] in _NAVIGATION else "furniture"
+
+
+def _is_title_slug(el: Any, el_id: str) -> bool:
+    # An id made from the element's own heading ("cookies" on a privacy policy's "Cookies" section).
+    heading = el.xpath(f"({_ANY_HEADING})[1]")
+    return bool(heading) and _slug(heading[0].text_content()) == _slug(el_id)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[\W_]+", "-", text.lower()).strip("-")
+
+
+def _mostly_links(el: Any, limit: int = 2000) -> bool:
+    words = 0
+    for text in el.itertext():
+        words += len(text.split())
+        if words > limit:  # no menu is this long; and nested wrappers must not cost their square
+            return False
+    linked = sum(len(a.text_content().split()) for a in el.iter("a"))
+    return linked * 2 >= words
+
+
+def _is_layout_table(table: Any) -> bool:
+    """A table laid out as the page: a cell holds a heading or a nested table, or the table has one
+    row or one column and a cell holds paragraphs or lists (a data table's cells may wrap their
+    text in ``<p>``, as Word and Google Docs exports do: such a table stays rows of cells)."""
+    cells = table.xpath(_OWN_CELLS)
+    blocks = f"{_ANY_HEADING} | .//table"
+    if any(cell.xpath(blocks) for cell in cells):
+        return True
+    rows = table.xpath("./tr | ./*[self::thead or self::tbody or self::tfoot]/tr")
+    if len(rows) != 1 and len(cells) != len(rows):
+        return False
+    return any(cell.xpath(".//p | .//ul | .//ol | .//dl | .//blockquote | .//div") for cell in cells)
 
 
 class _Extractor:
@@ -158,11 +281,13 @@ class _Extractor:
         for event, el in walker:
             tag = el.tag
             if event == "start":
-                if tag in _HEADINGS or tag in ("pre", "table"):
+                if tag == "table" and _is_layout_table(el):
+                    self.flush()  # its cells are read as blocks, like divs
+                elif tag in _HEADINGS or tag in ("pre", "table"):
                     self.flush()
                     self.after_item = False
                     if tag == "pre":
-                        self.builder.add(clean_text(el.text_content()).strip("\n"))
+                        self.builder.add(_pre_text(el))
                     elif tag == "table":
                         self._table(el)
                     else:
@@ -171,7 +296,7 @@ class _Extractor:
                 else:
                     self._open(el)
                 continue
-            if tag in _BLOCKS or tag == "li":
+            if tag in _BLOCKS or tag in _LAYOUT_CELL or tag in ("li", "table"):
                 self.flush()
                 self.prefix = ""  # an empty item leaves no marker behind
             if tag in ("ul", "ol"):
@@ -185,13 +310,15 @@ class _Extractor:
 
     def _open(self, el: Any) -> None:
         tag = el.tag
-        if tag in _BLOCKS:
+        if tag in _BLOCKS or tag in _LAYOUT_CELL:  # a cell here is a layout table's: data tables are skipped
             self.flush()
         if tag in ("ul", "ol"):
-            self.counters.append(1 if tag == "ol" else None)
+            self.counters.append(_list_start(el) if tag == "ol" else None)
         elif tag == "li":
             self.flush()
             number = self.counters[-1] if self.counters else None
+            if number is not None and el.get("value", "").strip().lstrip("-").isdigit():
+                number = int(el.get("value"))  # <li value="7"> renumbers it and the items after
             self.prefix = "- " if number is None else f"{number}. "
             if number is not None:
                 self.counters[-1] = number + 1
@@ -219,6 +346,18 @@ class _Extractor:
             if line.strip():
                 self.builder.add(line, tight=not first)
                 first = False
+
+
+def _list_start(ol: Any) -> int:
+    start = ol.get("start", "").strip()
+    return int(start) if start.lstrip("-").isdigit() else 1
+
+
+def _pre_text(pre: Any) -> str:
+    """A ``<pre>`` as written: its line breaks and spaces, a ``<br>`` inside it a line break too."""
+    for br in pre.iter("br"):
+        br.tail = "\n" + (br.tail or "")
+    return clean_text(pre.text_content()).strip("\n")
 
 
 def _flat_text(el: Any) -> str:

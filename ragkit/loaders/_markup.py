@@ -3,7 +3,8 @@
 Markdown: ATX (``# Title``) and setext (a paragraph underlined with ``===`` or ``---``) headings, the
 CommonMark way: not inside fenced or indented code, HTML blocks or YAML front matter; an underline
 after a list item or block quote line is no heading; list items and their indentation are followed.
-A heading on the same line as a list or quote marker (``- # Title``, ``> # Title``) is not seen.
+A heading on the same line as a list or quote marker (``- # Title``, ``> # Title``) is not seen, but
+a paragraph after it is no lazy continuation: underlined, it is a heading.
 The tests hold the scanner to markdown-it-py on random documents.
 
 reST: a title line underlined (optionally also overlined) with one punctuation character repeated
@@ -24,6 +25,7 @@ _ATX_CLOSE = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
 _SETEXT = re.compile(r" {0,3}(=+|-+)[ \t]*")
 _BREAK = re.compile(r" {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*")
 _QUOTE = re.compile(r" {0,3}>")
+_QUOTE_MARKERS = re.compile(r"^(?: {0,3}> ?)+")
 # The ones that may interrupt a paragraph: a quote, a bullet item with text, an ordered item from 1.
 _INTERRUPTS = re.compile(r" {0,3}(?:>|[-+*][ \t]+\S|1[.)](?:[ \t]+\S))")
 # HTML blocks (CommonMark kinds 1-6 may interrupt a paragraph, kind 7 may not); no heading inside.
@@ -136,13 +138,13 @@ def markdown_headings(text: str) -> list[tuple[int, int, str]]:
                 empty_item = _open_item(items, line, indent)
                 in_container = not empty_item  # an empty item has no text for lazy lines to continue
             elif not paragraph and not in_container and _QUOTE.match(line):
-                in_container = True
+                in_container = _quote_continues(line)
             elif paragraph and _INTERRUPTS.match(line):
-                paragraph, in_container = [], True
+                paragraph, in_container = [], _quote_continues(line) if _QUOTE.match(line) else True
             elif paragraph:
                 paragraph.append((offset, line))
             else:
-                in_container = True
+                in_container = _quote_continues(line) if _QUOTE.match(line) else True
             continue
         if indent >= 4:
             continue  # indented code: only a paragraph's continuation lines may be indented this far
@@ -152,10 +154,22 @@ def markdown_headings(text: str) -> list[tuple[int, int, str]]:
             empty_item = _open_item(items, line, indent)
             in_container = not empty_item
         elif _QUOTE.match(line):
-            in_container = True
+            in_container = _quote_continues(line)
         else:
             paragraph = [(offset, line)]
     return headings
+
+
+def _quote_continues(line: str) -> bool:
+    """Whether a quote line leaves a paragraph open that a next, unquoted line lazily continues.
+
+    A quoted heading, rule or code fence, or a bare ``>``, does not: a line after it starts a new
+    block outside the quote, which an underline can make a setext heading.
+    """
+    rest = _QUOTE_MARKERS.sub("", line, count=1)
+    if not rest.strip():
+        return False
+    return not (_ATX.fullmatch(rest) or _BREAK.fullmatch(rest) or _FENCE.fullmatch(rest))
 
 
 def _indent(line: str) -> int:

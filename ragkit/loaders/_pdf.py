@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ragkit.errors import CorruptFileError, EncryptedFileError
-from ragkit.loaders._common import clean_text
+from ragkit.loaders._common import clean_text, tidy
 from ragkit.types import Section
 
 # PDFium is not thread-safe: one document at a time per process.
@@ -25,7 +25,7 @@ _PAGE_SEPARATOR = "\n\n"
 
 
 def load_pdf(path: Path, data: bytes) -> tuple[str, tuple[Section, ...], dict[str, Any]]:
-    """Text, one section per page (``page`` 1-based) and metadata ``pages`` and ``title``."""
+    """Text, one section per page (``page`` 1-based) and metadata ``pages`` and ``title`` (one line)."""
     from ragkit._deps import require
 
     pdfium = require("pypdfium2", purpose="reading PDF files")
@@ -42,7 +42,7 @@ def load_pdf(path: Path, data: bytes) -> tuple[str, tuple[Section, ...], dict[st
             raise CorruptFileError(path, f"not a readable PDF, damaged or truncated ({e})") from e
         try:
             pages = [_page_text(pdf, i) for i in range(len(pdf))]
-            title = (pdf.get_metadata_value("Title") or "").strip()
+            title = tidy(clean_text(pdf.get_metadata_value("Title") or ""))  # "My  Title" is "My Title"
         except pdfium.PdfiumError as e:
             raise CorruptFileError(path, f"a page of the PDF cannot be read ({e})") from e
         finally:
@@ -54,7 +54,7 @@ def load_pdf(path: Path, data: bytes) -> tuple[str, tuple[Section, ...], dict[st
         offset += len(page) + len(_PAGE_SEPARATOR)
     metadata: dict[str, Any] = {"format": "pdf", "pages": len(pages)}
     if title:
-        metadata["title"] = clean_text(title)
+        metadata["title"] = title
     return _PAGE_SEPARATOR.join(pages), tuple(sections), metadata
 
 

@@ -3,7 +3,10 @@
 A record is an object with a ``text`` string and optionally an ``id`` string and a ``metadata``
 object; other keys are ignored. A record without an id gets the content id of its text, as
 ``Document`` gives. Blank lines in JSON Lines are skipped, and a file with no records (empty, or
-``[]``) gives no documents.
+``[]``) gives no documents. A record's text (not its id) is cleaned like every loader's text (universal
+newlines, no control characters but tab and newline, no soft hyphen: a NUL escaped as ``\\u0000``
+is dropped, which PostgreSQL could not store). A file that is not valid UTF-8 is read with U+FFFD,
+and each of its documents gets ``metadata["decode_errors"]``, the number of bad byte sequences.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ragkit.errors import CorruptFileError, InvalidInputError
-from ragkit.loaders._common import decode
+from ragkit.loaders._common import clean_text, decode
 from ragkit.types import Document, check_text
 
 _SHAPE = "a record is an object with a 'text' string, an optional 'id' string and optional 'metadata' object"
@@ -22,8 +25,9 @@ _SHAPE = "a record is an object with a 'text' string, an optional 'id' string an
 
 def load_records(path: Path, data: bytes, fmt: str, metadata: Mapping[str, Any] | None) -> list[Document]:
     """The documents of a ``.jsonl`` (``fmt="jsonl"``) or ``.json`` (``fmt="json"``) file."""
-    text = decode(data, path)
-    extra = dict(metadata or {})
+    text, errors = decode(data, path)
+    extra = {"decode_errors": errors} if errors else {}
+    extra.update(metadata or {})
     if fmt == "jsonl":
         return [
             _document(path, f"line {n}", _parse(path, line, f"line {n}"), extra)
@@ -64,4 +68,4 @@ def _document(path: Path, where: str, record: Any, extra: dict[str, Any]) -> Doc
             check_text(doc_id, "'id'")
     except InvalidInputError as e:  # a lone surrogate escaped as \ud800 in the JSON
         raise CorruptFileError(path, f"{where}: {e}") from e
-    return Document(id=doc_id, text=text, metadata={**(meta or {}), **extra})
+    return Document(id=doc_id, text=clean_text(text), metadata={**(meta or {}), **extra})

@@ -2,9 +2,12 @@
 
 The ``Title`` style is level 0 and ``Heading 1`` to ``Heading 9`` levels 1 to 9, so a section under
 "From source" (Heading 2) inside "Install" (Heading 1) of a titled document has the path
-``(title, "Install", "From source")``. A table becomes one line per row with cells separated by tabs
-(a merged cell once; line breaks inside a cell become spaces). Page headers, footers, comments,
-text boxes and content controls (where Word puts a table of contents or a cover page) are not read.
+``(title, "Install", "From source")``. A table becomes one line per row with cells separated by tabs;
+a cell merged across columns is one cell, and a cell merged down several rows has its text in its
+first row only (an empty cell below keeps the columns). Line breaks and paragraphs inside a cell
+become spaces, and a table nested in a cell is read into that cell's text, row after row. Page
+headers, footers, comments, text boxes and content controls (where Word puts a table of contents or a
+cover page) are not read.
 """
 
 from __future__ import annotations
@@ -73,14 +76,34 @@ def _heading_level(name: str) -> int | None:
 
 def _add_table(builder: TextBuilder, table: Any) -> None:
     first = True
-    for row in table.rows:
-        cells, seen = [], set()
-        for cell in row.cells:
-            if id(cell._tc) in seen:  # a merged cell is listed once per grid column it spans
-                continue
-            seen.add(id(cell._tc))
-            cells.append(tidy(clean_text(cell.text)))
-        line = "\t".join(cells)
+    for line in _table_lines(table):
         if line.strip():
             builder.add(line, tight=not first)
             first = False
+
+
+def _table_lines(table: Any) -> list[str]:
+    from docx.table import _Cell
+
+    lines = []
+    for tr in table._tbl.tr_lst:
+        cells = []
+        for tc in tr.tc_lst:  # one per cell as written: a horizontal merge is one w:tc already
+            if tc.vMerge == "continue":  # the rows below the first of a vertical merge
+                cells.append("")
+                continue
+            cells.append(_cell_text(_Cell(tc, table)))
+        lines.append("\t".join(cells))
+    return lines
+
+
+def _cell_text(cell: Any) -> str:
+    import docx
+
+    parts = []
+    for block in cell.iter_inner_content():
+        if isinstance(block, docx.table.Table):
+            parts.extend(_table_lines(block))
+        else:
+            parts.append(block.text)
+    return tidy(clean_text(" ".join(parts)))

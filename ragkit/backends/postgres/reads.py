@@ -97,7 +97,8 @@ class ReadsMixin:
                 yield Document(id=doc_id, text=text, metadata=json.loads(metadata))
 
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """``{doc_id: (text hash, metadata JSON)}`` for the ids that exist (the canonical JSON as written)."""
+        """``{doc_id: (document hash, metadata JSON)}`` for the ids that exist (the canonical JSON as
+        written)."""
         ids = check_str_list(doc_ids, "doc_ids")
         if not ids:
             return {}

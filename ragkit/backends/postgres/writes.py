@@ -27,7 +27,7 @@ from ragkit.backends.postgres.checks import as_vids, check_mapping, check_str_li
 from ragkit.backends.postgres.connection import Database
 from ragkit.backends.postgres.schema import RESERVED_META, Schema
 from ragkit.backends.postgres_filter import postgres_where
-from ragkit.backends.rows import embed_hash, location_json, text_hash
+from ragkit.backends.rows import document_hash, embed_hash, location_json
 from ragkit.errors import IndexMismatchError, InputTypeError, IntegrityError, InvalidInputError
 from ragkit.filters import Node, check_metadata
 
@@ -121,7 +121,7 @@ class WritesMixin:
                 _Prepared(
                     doc_id=doc_id,
                     text=check_text(doc.text, f"the text of {doc_id!r}"),
-                    hash=text_hash(doc.text),
+                    hash=document_hash(doc),
                     metadata=check_metadata(doc.metadata),
                     chunks=chunks,
                     vectors=vectors,
