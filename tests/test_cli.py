@@ -4,33 +4,175 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import HashEmbedder
 
 from ragkit import Pipeline, RecursiveChunker
-from ragkit.cli import _read_documents, main
+from ragkit.cli import main
+from ragkit.types import content_id
 
 
-def test_read_documents_from_text_and_jsonl(tmp_path):
-    (tmp_path / "a.md").write_text("# Title\n\nSome text.", encoding="utf-8")
-    (tmp_path / "b.jsonl").write_text(
+def _index(tmp_path, *args):
+    return main(["index", *args, "--out", str(tmp_path / "idx"), "--embedder", "hash", "-q"])
+
+
+def test_index_a_folder_prints_what_it_skipped_and_failed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ragkit.cli._embedder", lambda name, dim: HashEmbedder())
+    docs = tmp_path / "docs"
+    (docs / ".git").mkdir(parents=True)
+    (docs / "a.md").write_text("# Title\n\nSome text.", encoding="utf-8")
+    (docs / "b.jsonl").write_text(
         json.dumps({"id": "x", "text": "from jsonl", "metadata": {"k": 1}})
         + "\n\n"
         + json.dumps({"text": "no id"}),
         encoding="utf-8",
     )
-    docs = {d.id: d for d in _read_documents([str(tmp_path)])}
-    assert docs["x"].metadata == {"k": 1}
-    assert docs[str(tmp_path / "a.md")].text.startswith("# Title")
-    assert len(docs) == 3
+    (docs / "bad.jsonl").write_text('{"text": 1}\n', encoding="utf-8")
+    (docs / "logo.png").write_bytes(b"\x89PNG")
+    assert _index(tmp_path, str(docs)) == 1  # indexed, but one file failed
+    out = capsys.readouterr().out
+    assert "2 files (2 added, 0 updated, 0 unchanged)" in out
+    assert "hidden: .git" in out and "unsupported format (.png): logo.png" in out
+    assert "bad.jsonl: CorruptFileError: line 1" in out and "3 documents" in out
+    pipe = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), read_only=True)
+    assert {d.id for d in pipe} == {"a.md", "x", content_id("no id")}  # records keep (or get) their ids
+    assert pipe.get("x").metadata["k"] == 1
+    pipe.close()
+    (docs / "bad.jsonl").unlink()
+    assert _index(tmp_path, str(docs)) == 0
 
 
-def test_bad_jsonl_line_is_a_clear_error(tmp_path, capsys):
-    (tmp_path / "bad.jsonl").write_text('{"text": 1}\n', encoding="utf-8")
-    assert (
-        main(["index", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "idx"), "--embedder", "minilm"])
-        == 2
-    )
-    assert "bad.jsonl:1" in capsys.readouterr().err
+def test_index_json_shape_respelling_and_sync(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ragkit.cli._embedder", lambda name, dim: HashEmbedder())
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("alpha", encoding="utf-8")
+    (docs / "b.txt").write_text("beta", encoding="utf-8")
+    (docs / "c.xyz").write_text("?", encoding="utf-8")
+    assert _index(tmp_path, str(docs), "--json") == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert set(payload) == {"index", "documents", "chunks", "totals", "folders"}
+    assert payload["documents"] == 2 and payload["totals"]["added"] == 2 and payload["totals"]["skipped"] == 1
+    [folder] = payload["folders"]
+    assert folder["folder"] == str(docs.resolve()) and folder["failed"] == []
+    assert folder["skipped"] == [{"path": "c.xyz", "reason": "unsupported format (.xyz)"}]
+    # The same folder spelled from inside it: nothing changes.
+    monkeypatch.chdir(docs)
+    assert _index(tmp_path, ".", "--json", "--sync") == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    assert (totals["unchanged"], totals["added"], totals["removed"], totals["embedded"]) == (2, 0, 0, 0)
+    (docs / "b.txt").unlink()
+    assert _index(tmp_path, "./", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["documents"] == 2  # without --sync nothing goes
+    assert _index(tmp_path, "./", "--json", "--sync") == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["totals"]["removed"] == 1 and payload["documents"] == 1
+
+
+def test_index_a_single_file_and_a_missing_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ragkit.cli._embedder", lambda name, dim: HashEmbedder())
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("alpha", encoding="utf-8")
+    assert _index(tmp_path, str(tmp_path / "docs" / "a.md"), "--sync") == 0  # --sync: folders only
+    capsys.readouterr()
+    pipe = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), read_only=True)
+    assert [d.id for d in pipe] == ["a.md"]  # a file named on its own: id = its name
+    pipe.close()
+    assert _index(tmp_path, str(tmp_path / "docs"), str(tmp_path / "nope")) == 2
+    assert "nope: no such file or folder" in capsys.readouterr().err
+
+
+def test_index_checks_every_path_before_writing_and_indexes_a_folder_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ragkit.cli._embedder", lambda name, dim: HashEmbedder())
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    d1.mkdir()
+    d2.mkdir()
+    (d1 / "a.md").write_text("alpha one", encoding="utf-8")
+    (d2 / "b.md").write_text("beta two", encoding="utf-8")
+    (d2 / "bad.jsonl").write_text("{", encoding="utf-8")
+    assert _index(tmp_path, str(d1)) == 0
+    other = ["index", str(d1), "--out", str(tmp_path / "other"), "--embedder", "hash", "-q"]
+    assert main(other) == 0
+    capsys.readouterr()
+    # A saved index as the second path: refused before d2 is written into idx.
+    assert _index(tmp_path, str(d2), str(tmp_path / "other")) == 2
+    assert "is a saved ragkit index" in capsys.readouterr().err
+    pipe = Pipeline.load(tmp_path / "idx", embedder=HashEmbedder(), read_only=True)
+    assert [d.id for d in pipe] == ["a.md"]
+    pipe.close()
+    # The same folder twice (two spellings): indexed and reported once, its failure counted once.
+    assert _index(tmp_path, str(d2), str(d2) + "/", "--json") == 1
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload["folders"]) == 1 and payload["totals"]["failed"] == 1
+
+
+def test_index_out_must_be_an_index_or_new(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ragkit.cli._embedder", lambda name, dim: HashEmbedder())
+    docs, site = tmp_path / "docs", tmp_path / "site"
+    docs.mkdir()
+    site.mkdir()
+    (docs / "a.md").write_text("alpha", encoding="utf-8")
+    (site / "manifest.json").write_text('{"name": "my web app"}', encoding="utf-8")
+    base = ["index", str(docs), "--embedder", "hash", "-q", "--out"]
+    assert main([*base, str(site)]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.json that is not a ragkit index's" in err and "format_version" not in err
+    assert main([*base, str(docs)]) == 2  # the folder itself would become an index
+    assert "is the folder being indexed" in capsys.readouterr().err
+    assert sorted(p.name for p in docs.iterdir()) == ["a.md"]
+
+
+def test_index_lists_empty_and_undecodable_files_and_exits_0(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ragkit.cli._embedder", lambda name, dim: HashEmbedder())
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "empty.md").write_text("", encoding="utf-8")
+    (docs / "notes.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (docs / "ok.txt").write_text("some text", encoding="utf-8")
+    assert _index(tmp_path, str(docs)) == 0
+    out = capsys.readouterr().out
+    assert "empty 1 (indexed, no text):\n    empty.md: no text" in out
+    assert "warnings 1:\n    notes.txt: 1 undecodable byte sequence(s) read as U+FFFD" in out
+    assert _index(tmp_path, str(docs), "--json") == 0
+    payload = json.loads(capsys.readouterr().out)
+    totals = payload["totals"]
+    assert (totals["empty"], totals["warnings"], totals["failed"]) == (1, 1, 0)
+    assert payload["folders"][0]["empty"] == [{"path": "empty.md", "reason": "no text"}]
+    assert payload["folders"][0]["warnings"][0]["path"] == "notes.txt"
+
+
+def test_index_every_format_then_search_finds_the_pdf_page_and_word_heading(tmp_path, capsys, monkeypatch):
+    loader_files = pytest.importorskip("loader_files")
+    pytest.importorskip("pypdfium2")
+    pytest.importorskip("docx")
+    monkeypatch.setattr("ragkit.cli._embedder", lambda name, dim: HashEmbedder())
+    docs = tmp_path / "docs"
+    (docs / "web").mkdir(parents=True)
+    loader_files.write_pdf(docs / "guide.pdf")
+    loader_files.write_docx(docs / "guide.docx")
+    (docs / "web" / "page.html").write_text(loader_files.HTML_PAGE, encoding="utf-8")
+    (docs / "notes.md").write_text("# Notes\n\nMarkdown text.", encoding="utf-8")
+    (docs / "readme.rst").write_text("Readme\n======\n\nreST text.", encoding="utf-8")
+    (docs / "plain.TXT").write_text("Plain text.", encoding="utf-8")
+    (docs / "faq.jsonl").write_text(json.dumps({"id": "faq-1", "text": "A record."}), encoding="utf-8")
+    (docs / "list.json").write_text(json.dumps([{"id": "rec-1", "text": "Another."}]), encoding="utf-8")
+    assert _index(tmp_path, str(docs), "--json") == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["totals"]["added"] == 8 and payload["folders"][0]["failed"] == []
+    search = ["search", str(tmp_path / "idx"), "--json", "--embedder", "hash", "--mode", "lexical", "-k", "1"]
+    assert main([*search[:2], "cross-encoder affirmative fifty", *search[2:]]) == 0
+    [hit] = json.loads(capsys.readouterr().out)["hits"]
+    assert hit["doc_id"] == "guide.pdf" and "cross-encoder" in hit["text"]
+    assert main([*search[:2], "Clone the repository", *search[2:]]) == 0
+    [word] = json.loads(capsys.readouterr().out)["hits"]
+    assert word["doc_id"] == "guide.docx" and "Clone the repository" in word["text"]
+    first, last = hit["location"].get("pages", [hit["location"]["page"]] * 2)
+    assert first <= 3 <= last
+    assert word["location"]["heading"].endswith("Install > From source")
+    # The table a person reads names the page and the heading too.
+    assert main([search[0], search[1], "Clone the repository", *search[3:]]) == 0
+    table = capsys.readouterr().out
+    assert "guide.docx" in table and "(Ragkit Guide > Install > From source)" in table
 
 
 def _saved_index(tmp_path):

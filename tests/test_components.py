@@ -102,12 +102,12 @@ def test_a_refused_entry_imports_nothing_in_a_fresh_interpreter():
         "import sys\n"
         "from ragkit.components import build_component\n"
         "from ragkit.errors import ConfigError\n"
-        "for path in ('ragkit.cli.main', 'ragkit.server.main', 'os.system'):\n"
+        "for path in ('ragkit.cli.main', 'ragkit.serve.cli.serve_main', 'os.system'):\n"
         "    try:\n"
         "        build_component({'class': path, 'spec': {}}, role='chunker')\n"
         "    except ConfigError:\n"
         "        pass\n"
-        "heavy = ('ragkit.cli', 'ragkit.server', 'ragkit.embedders.remote', 'httpx', 'torch', 'faiss')\n"
+        "heavy = ('ragkit.cli', 'ragkit.serve', 'ragkit.embedders.remote', 'httpx', 'torch', 'faiss')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -20,13 +20,16 @@ PUBLIC = [
     "BadRequestError",
     "Chunk",
     "ConfigError",
+    "CorruptFileError",
     "Document",
+    "EncryptedFileError",
     "Hit",
     "IndexMismatchError",
     "InputTooLongError",
     "InputTypeError",
     "IntegrityError",
     "InvalidInputError",
+    "LoaderError",
     "LockError",
     "MissingDependencyError",
     "Pipeline",
@@ -37,8 +40,10 @@ PUBLIC = [
     "RecursiveChunker",
     "RemoteError",
     "SearchResults",
+    "Section",
     "StorageError",
     "UnavailableError",
+    "UnsupportedFormatError",
     "__version__",
 ]
 
@@ -61,6 +66,52 @@ def test_all_is_pinned_sorted_and_resolvable():
         ("ragkit.index", ["FaissIndex", "VectorIndex"]),
         ("ragkit.backends", ["Backend", "LocalBackend", "PostgresBackend", "open_saved"]),
         ("ragkit.components", ["ROLES", "build_component", "component_entry", "register_component"]),
+        ("ragkit.loaders", ["SUPPORTED_SUFFIXES", "format_of", "is_supported", "load_file"]),
+        (
+            "ragkit.folder",
+            ["EmptyFile", "FailedFile", "FileWarning", "FolderReport", "SkippedFile", "index_folder"],
+        ),
+        (
+            "ragkit.serve",
+            ["BackgroundServer", "MIN_DIMENSIONS", "NullObserver", "Observer", "create_app", "serve_main"],
+        ),
+        (
+            "ragkit.serve.keys",
+            ["ENV_VAR", "KeyRedactor", "bearer_matches", "collect_api_keys", "read_key_file"],
+        ),
+        ("ragkit.serve.metrics", ["LATENCY_BUCKETS", "Metrics", "MetricsMiddleware", "multiprocess_mode"]),
+        (
+            "ragkit.serve.transport",
+            [
+                "CLOSE_REASONS",
+                "ConnectionGuard",
+                "DEFAULT_BODY_TIMEOUT",
+                "DEFAULT_HEADER_TIMEOUT",
+                "DEFAULT_MAX_CONNECTIONS",
+                "DEFAULT_WRITE_TIMEOUT",
+                "RateLimitFilter",
+                "limit_log_floods",
+                "raise_nofile_limit",
+            ],
+        ),
+        (
+            "ragkit.serve.workers",
+            ["WORKER_HEADER", "WorkerApp", "multiprocess_dir", "run_workers", "threads_per_worker"],
+        ),
+        (
+            "ragkit.models",
+            [
+                "KEYWORDS",
+                "OFFLINE_MODEL",
+                "QWEN3_EMBEDDING",
+                "QWEN3_RERANKER",
+                "hub_available",
+                "load_embedder",
+                "load_reranker",
+                "model_type",
+                "offline_model_dir",
+            ],
+        ),
     ],
 )
 def test_subpackage_surfaces(module, names):
@@ -82,7 +133,7 @@ def test_import_needs_no_heavy_dependency():
     heavy = ("torch", "transformers", "faiss", "bm25s", "fastapi", "psycopg", "datasets")
     out = _run(
         "import sys, ragkit, ragkit.embedders, ragkit.rerankers, ragkit.index, ragkit.backends, "
-        "ragkit.components, ragkit.filters, ragkit.persistence; "
+        "ragkit.components, ragkit.filters, ragkit.persistence, ragkit.loaders, ragkit.folder; "
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     )
     assert out == "[]"
@@ -178,14 +229,21 @@ def test_every_public_module_has_an_explicit_sorted_all(module):
         "ragkit._secrets",
         "ragkit.backends.base",
         "ragkit.backends.local",
+        "ragkit.backends.local_files",
         "ragkit.backends.postgres_filter",
+        "ragkit.backends.rows",
+        "ragkit.backends.sqlite_files",
         "ragkit.backends.sqlite_filter",
+        "ragkit.backends.sqlite_schema",
+        "ragkit.chunking",
         "ragkit.components",
         "ragkit.display",
         "ragkit.diversity",
+        "ragkit.errors",
         "ragkit.embedders.st_layout",
         "ragkit.filter_tree",
         "ragkit.filters",
+        "ragkit.folder",
         "ragkit.fusion",
         "ragkit.index.base",
         "ragkit.index.faiss",
@@ -194,9 +252,12 @@ def test_every_public_module_has_an_explicit_sorted_all(module):
         "ragkit.index.faiss_search",
         "ragkit.index.flat_scoring",
         "ragkit.index.rescore",
+        "ragkit.loaders",
+        "ragkit.loaders._markup",
         "ragkit.persistence",
         "ragkit.runtime",
         "ragkit.store",
+        "ragkit.structure",
         "ragkit.testsets",
         "ragkit.types",
     ],

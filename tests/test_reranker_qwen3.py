@@ -125,7 +125,9 @@ class ForwardSpy:
         self._handle = reranker._model.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs):
-        self.calls.append((tuple(kwargs["input_ids"].shape), kwargs.get("past_key_values") is not None))
+        # transformers 5.x calls the cache argument "cache", 4.x "past_key_values".
+        cached = kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None
+        self.calls.append((tuple(kwargs["input_ids"].shape), cached))
 
     def close(self) -> None:
         self._handle.remove()
@@ -240,6 +242,15 @@ def test_scores_do_not_depend_on_batch_composition_or_order(qwen3_reranker_dir, 
     # A document scores the same alone, with others, and among different others.
     assert abs(rr.score(QUERY, [DOCS[0]])[0] - base[0]) <= 1e-5
     assert abs(rr.score(QUERY, [DOCS[0], "something else entirely"])[0] - base[0]) <= 1e-5
+
+
+def test_the_prefix_cache_goes_in_under_the_name_this_transformers_uses(rr):
+    # The old name only warns in transformers 5.x and is removed in 5.40: a warning here is a failure.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        rr.score(QUERY, DOCS)
 
 
 def test_prefix_sharing_runs_the_shared_part_once(rr, rr_plain):

@@ -20,7 +20,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from ragkit.embedders.base import truncate_dim  # noqa: E402
-from ragkit.server import BackgroundServer, create_app  # noqa: E402
+from ragkit.serve import BackgroundServer, create_app  # noqa: E402
 
 KEY = "test-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -367,8 +367,15 @@ def _bad_requests(names):
             "rerank doc object",
             dict(url="/v1/rerank", json={"query": "q", "documents": [{"txt": "a"}]}),
             400,
+            "missing_required_parameter",
+            "documents[0].text",
+        ),
+        (
+            "rerank doc number",
+            dict(url="/v1/rerank", json={"query": "q", "documents": ["a", 7]}),
+            400,
             "invalid_type",
-            "documents[0]",
+            "documents[1]",
         ),
         (
             "rerank top_n",
@@ -554,7 +561,7 @@ def test_serve_threads_option_caps_torch_threads(tmp_path, monkeypatch):
     import logging
 
     import ragkit.runtime as runtime
-    from ragkit.server import serve_main
+    from ragkit.serve import serve_main
 
     real = runtime.set_threads
     seen: list[int] = []
@@ -567,3 +574,30 @@ def test_serve_threads_option_caps_torch_threads(tmp_path, monkeypatch):
     assert seen == [1]
     monkeypatch.setattr(runtime, "set_threads", real)
     assert serve_main(argv + ["--threads", "0"]) == 1  # a ConfigError, logged: no server
+
+
+# ------------------------------------------------------------------------------- token-counting hooks
+
+
+def test_token_counting_hooks_count_what_the_models_read(local):
+    from ragkit.embedders.transformers import QWEN3_QUERY_TEMPLATE
+
+    emb, rr = local
+    texts = [*TEXTS, "word " * 3000]  # the last one is cut to max_length
+    filled = [QWEN3_QUERY_TEMPLATE.replace("{instruction}", TASK).replace("{text}", t) for t in texts]
+    assert emb.token_counts(texts) == [len(s) for s in emb._tokenize(texts)[0]]
+    assert emb.token_counts(texts, query=True, instruction=TASK) == [len(s) for s in emb._tokenize(filled)[0]]
+    assert emb.token_counts(texts)[-1] == emb.max_length
+    assert emb.token_counts(texts)[:2] == [emb.count_tokens(t) for t in texts[:2]]
+    long_doc = "word " * 5000
+    prompts = rr._prompt_ids(QUERY, [*CANDIDATES, long_doc])  # the long document is cut to max_length
+    assert rr.token_counts(QUERY, [*CANDIDATES, long_doc]) == [len(p) for p in prompts]
+    assert len(prompts[-1]) == rr.max_length
+
+
+def test_usage_counts_come_from_the_hooks(http, local, names):
+    emb, rr = local
+    r = http.post("/v1/embeddings", json={"model": names[0], "input": TEXTS, "input_type": "query"})
+    assert r.json()["usage"]["total_tokens"] == sum(emb.token_counts(TEXTS, query=True))
+    r = http.post("/v1/rerank", json={"model": names[1], "query": QUERY, "documents": CANDIDATES})
+    assert r.json()["usage"]["total_tokens"] == sum(rr.token_counts(QUERY, CANDIDATES))

@@ -21,7 +21,8 @@ pytest.importorskip("uvicorn")
 from conftest import HashEmbedder  # noqa: E402
 
 from ragkit.errors import ConfigError, InvalidInputError, RagkitError  # noqa: E402
-from ragkit.server import BackgroundServer, create_app, load_embedder, load_reranker, serve_main  # noqa: E402
+from ragkit.models import load_embedder, load_reranker  # noqa: E402
+from ragkit.serve import BackgroundServer, create_app, serve_main  # noqa: E402
 
 
 class SlowEmbedder(HashEmbedder):
@@ -284,7 +285,7 @@ def test_ready_while_loading_then_served(monkeypatch):
         gate.wait(30)
         return HashEmbedder()
 
-    monkeypatch.setattr("ragkit.server.load_embedder", slow_load)
+    monkeypatch.setattr("ragkit.serve.service.load_embedder", slow_load)
     server = BackgroundServer(create_app("acme/embedder-v1"))
     starting = threading.Thread(target=server.start)
     starting.start()
@@ -311,7 +312,7 @@ def test_a_load_failure_is_reported(monkeypatch):
     def broken(ref, **options):
         raise ConfigError(f"{ref}: no such model")
 
-    monkeypatch.setattr("ragkit.server.load_embedder", broken)
+    monkeypatch.setattr("ragkit.serve.service.load_embedder", broken)
     with pytest.raises(RagkitError, match="failed to load: nowhere/model: no such model"):
         BackgroundServer(create_app("nowhere/model")).start()
 

@@ -87,6 +87,16 @@ class Framing:
         """How many special tokens each input carries."""
         return len(self.prefix) + len(self.suffix) + len(self.extra)
 
+    def count(self, tokenizer: Any, texts: list[str], *, cap: bool = True) -> list[int]:
+        """Tokens of each framed text, special tokens included (at least 1), capped at ``max_length``."""
+        if self.lower_case:
+            texts = [t.lower() for t in texts]
+        if not texts:
+            return []
+        ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        counts = [max(1, len(row) + self.special) for row in ids]
+        return [min(n, self.max_length) for n in counts] if cap else counts
+
     def pad(self, seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """``(input_ids, attention_mask)`` of one batch, padded left for last-token pooling, else right."""
         n, width = len(seqs), max(len(s) for s in seqs)

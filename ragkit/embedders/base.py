@@ -1,8 +1,10 @@
 """The ``Embedder`` protocol and the helpers every embedder shares.
 
 Any object with ``dim``, ``fingerprint``, ``embed_documents`` and ``embed_queries`` is an embedder;
-nothing needs to inherit from anything. ``count_tokens`` and ``max_length`` (used by the chunker) and
-``spec()`` (how to rebuild the embedder when a saved pipeline is loaded) are optional.
+nothing needs to inherit from anything. ``count_tokens`` and ``max_length`` (used by the chunker),
+``token_counts(texts, *, query=False, instruction=None) -> list[int]`` (the tokens the model reads per
+text, which ``ragkit serve`` budgets batches and caps request costs with) and ``spec()`` (how to rebuild
+the embedder when a saved pipeline is loaded) are optional.
 """
 
 from __future__ import annotations

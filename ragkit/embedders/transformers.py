@@ -410,11 +410,16 @@ class TransformersEmbedder:
         """
         if not isinstance(text, str):
             raise InputTypeError(f"text must be a str, got {type(text).__name__}")
-        text = fill(self._document_template, text, None)
-        if self._framing.lower_case:
-            text = text.lower()
-        n = len(self._tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"])
-        return max(1, n + self._framing.special)
+        return self._framing.count(self._tokenizer, [fill(self._document_template, text, None)], cap=False)[0]
+
+    def token_counts(
+        self, texts: Sequence[str], *, query: bool = False, instruction: str | None = None
+    ) -> list[int]:
+        """Tokens the model reads per text, template and special tokens included, at most ``max_length``
+        (``ragkit serve``'s batch budgets and cost cap). Example: ``emb.token_counts(["hi"]) == [3]``."""
+        task = instruction if instruction is not None else self._instruction
+        template = self._query_template if query else self._document_template
+        return self._framing.count(self._tokenizer, [fill(template, t, task) for t in check_texts(texts)])
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embed documents (the document template, no instruction).

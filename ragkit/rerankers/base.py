@@ -1,4 +1,9 @@
-"""The ``Reranker`` protocol and :func:`rerank`, the helper built on it."""
+"""The ``Reranker`` protocol and :func:`rerank`, the helper built on it.
+
+Optional beyond ``score``: ``token_counts(query, documents) -> list[int]``, the tokens each (query,
+document) prompt takes as the model reads it, which ``ragkit serve`` budgets batches and caps request
+costs with (without it: the reranker's ``count_tokens``, else characters / 4).
+"""
 
 from __future__ import annotations
 

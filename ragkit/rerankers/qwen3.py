@@ -364,6 +364,27 @@ class Qwen3Reranker:
         check_text(text)
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def token_counts(self, query: str, documents: Sequence[str]) -> list[int]:
+        """Tokens of each (query, document) prompt as the model reads it, prefix and suffix included.
+
+        The hook ``ragkit serve`` budgets batches and caps request costs with.
+
+        Example:
+            >>> rr.token_counts("capital of France", ["Paris.", ""])  # doctest: +SKIP
+            [71, 69]
+        """
+        check_text(query, "query")
+        docs = check_texts(documents, "documents")
+        if not docs:
+            return []
+        bodies = self._tokenizer(
+            [format_body(self._instruction, query, d) for d in docs],
+            add_special_tokens=False,
+            return_attention_mask=False,
+        )["input_ids"]
+        frame = len(self._prefix_ids) + len(self._suffix_ids)
+        return [frame + min(len(body), self._body_budget) for body in bodies]
+
     def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """P("yes") for each document against ``query``, in input order.
 
@@ -517,7 +538,9 @@ class Qwen3Reranker:
         import torch
 
         prefix = torch.tensor([prompts[0][:shared]], dtype=torch.long, device=self._device)
-        prefix_cache = self._model(input_ids=prefix, use_cache=True).past_key_values
+        cache_arg = _cache_argument(self._model)
+        first = self._model(input_ids=prefix, use_cache=True)
+        prefix_cache = first.cache if cache_arg == "cache" else first.past_key_values
         tails = [p[shared:] for p in prompts]
 
         def run(batch: list[int]) -> np.ndarray:
@@ -535,10 +558,22 @@ class Qwen3Reranker:
                 input_ids=ids.to(self._device),
                 attention_mask=full_mask.to(self._device),
                 position_ids=positions.to(self._device),
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_arg: cache},
             )
             return self._logits(out.last_hidden_state[:, -1])
 
         # The budget counts the prefix too: each row of a batch holds its own copy of the prefix cache.
         return self._run_batches([len(t) for t in tails], run, extra=shared)
+
+
+def _cache_argument(model: Any) -> str:
+    """The name under which this transformers release passes a KV cache to a forward call.
+
+    transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name warns, and goes in 5.40);
+    the 4.x releases ragkit supports know only ``past_key_values``.
+    """
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+

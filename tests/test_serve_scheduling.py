@@ -1,0 +1,209 @@
+"""Fair scheduling and cancellation in ``ragkit serve``: a huge request is served in sub-batches, a small one
+that arrives meanwhile waits for at most a batch or two, and a client that hangs up frees the worker.
+
+The fake model sleeps a fixed time per call and records its calls, so every bound is counted in batches
+(generous bounds in seconds only where a client is timed)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from conftest import HashEmbedder  # noqa: E402
+
+from ragkit.serve import BackgroundServer, create_app  # noqa: E402
+from ragkit.serve.batching import Job, Worker  # noqa: E402
+
+BATCH_S = 0.2
+TEXT = "x" * 36  # 36 // 4 + 1 = 10 tokens (the fake has no counting hook)
+
+
+class PacedEmbedder(HashEmbedder):
+    """Sleeps ``BATCH_S`` per call and records (start time, texts) of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[float, list[str]]] = []
+        self.started = threading.Event()
+
+    def embed_documents(self, texts):
+        self.log.append((time.monotonic(), list(texts)))
+        self.started.set()
+        time.sleep(BATCH_S)
+        return self._embed(list(texts))
+
+    embed_queries = embed_documents
+
+
+def huge(n: int = 200) -> list[str]:
+    return [f"{i:03d}" + TEXT[3:] for i in range(n)]
+
+
+def test_a_small_request_overtakes_a_huge_one():
+    emb = PacedEmbedder()
+    # 40 tokens per call: four texts; the huge request is 50 sub-batches (about 10 s on its own).
+    app = create_app(emb, max_batch_tokens=40, max_request_tokens=None, max_inputs=512)
+    with BackgroundServer(app) as server:
+        answers: dict[str, httpx.Response] = {}
+
+        def send_huge() -> None:
+            answers["huge"] = httpx.post(server.url + "/v1/embeddings", json={"input": huge()}, timeout=60)
+
+        thread = threading.Thread(target=send_huge)
+        thread.start()
+        assert emb.started.wait(30)
+        time.sleep(BATCH_S * 2.5)  # the huge request is a few sub-batches in
+        calls_before = len(emb.log)
+        start = time.monotonic()
+        small = httpx.post(server.url + "/v1/embeddings", json={"input": ["small one"]}, timeout=60)
+        waited = time.monotonic() - start
+        thread.join(60)
+    assert small.status_code == 200 and answers["huge"].status_code == 200
+    index = next(i for i, (_, texts) in enumerate(emb.log) if "small one" in texts)
+    assert index - calls_before <= 2, f"the small request waited {index - calls_before} batches"
+    assert waited < BATCH_S * 8  # generous: FIFO would take ~45 more batches
+    # The huge request still gets every row, in order, right.
+    got = [d["embedding"] for d in sorted(answers["huge"].json()["data"], key=lambda d: d["index"])]
+    np.testing.assert_allclose(np.float32(got), HashEmbedder().embed_documents(huge()), atol=1e-6)
+    assert max(len(texts) for _, texts in emb.log) <= 4
+
+
+def test_a_client_that_disconnects_frees_the_worker():
+    emb = PacedEmbedder()
+    app = create_app(emb, max_batch_tokens=40, max_request_tokens=None, max_inputs=512)
+    with BackgroundServer(app) as server:
+        worker = server.app.state.ragkit.models[0]
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(server.url + "/v1/embeddings", json={"input": huge()}, timeout=BATCH_S * 3)
+        hung_up = len(emb.log)
+        deadline = time.monotonic() + 10
+        while worker.depth and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.depth == 0  # the rest of the huge request was dropped
+        time.sleep(BATCH_S * 3)
+        r = httpx.post(server.url + "/v1/embeddings", json={"input": ["after"]}, timeout=30)
+        assert r.status_code == 200
+    huge_calls = [texts for _, texts in emb.log if "after" not in texts]
+    assert len(huge_calls) <= hung_up + 2  # at most the sub-batches already under way
+    assert len(huge_calls) < 50 // 2
+
+
+# ----------------------------------------------------------------------------------- the worker alone
+
+
+def recording_worker(**options):
+    calls: list[list[str]] = []
+    gate = threading.Event()
+
+    def run(key, texts):
+        calls.append(list(texts))
+        gate.wait(10)
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    worker = Worker("w", None, run=run, task="embedding", max_batch_tokens=4, max_queue=8, **options)
+    return worker, calls, gate
+
+
+def test_least_served_first_and_round_robin_between_huge_requests():
+    worker, calls, gate = recording_worker()
+    try:
+        first = worker.submit(Job("document", [f"a{i}" for i in range(12)], tokens=[1] * 12))
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = worker.submit(Job("document", [f"b{i}" for i in range(8)], tokens=[1] * 8))
+        small = worker.submit(Job("document", ["s"], tokens=[1]))
+        gate.set()
+        for future in (first, second, small):
+            assert len(future.result(10)) in (12, 8, 1)
+    finally:
+        gate.set()
+        worker.close()
+    # The first call held four of a*; the next one holds the two newcomers (least served) and a's share
+    # of a third of the budget; no call is over the budget, and a's texts come back in order.
+    assert calls[0] == ["a0", "a1", "a2", "a3"]
+    assert "s" in calls[1] and any(t.startswith("b") for t in calls[1])
+    assert sum(t.startswith("a") for t in calls[1]) <= 1  # the old job gets its share, no top-up
+    assert all(len(c) <= 4 for c in calls)
+    assert [t for c in calls for t in c if t.startswith("a")] == [f"a{i}" for i in range(12)]
+
+
+def test_a_cancelled_job_runs_no_more_sub_batches():
+    worker, calls, gate = recording_worker(batching=False)
+    try:
+        job = Job("document", [f"t{i}" for i in range(40)], tokens=[1] * 40)
+        future = worker.submit(job)
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert future.cancel()  # the client went away while its first sub-batch ran
+        gate.set()
+        other = worker.submit(Job("document", ["next"], tokens=[1]))
+        assert len(other.result(10)) == 1
+    finally:
+        gate.set()
+        worker.close()
+    assert sum(len(c) for c in calls if "next" not in c) <= 8  # at most two sub-batches of four
+    assert worker.depth == 0 and worker.requests == 1
+
+
+class Recorder:
+    """An Observer that records what it is told."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, int, int, float]] = []
+        self.queues: list[tuple[str, int]] = []
+        self.loads: list[tuple[str, float]] = []
+
+    def on_batch(self, kind, size, tokens, seconds):
+        self.batches.append((kind, size, tokens, seconds))
+
+    def on_queue(self, kind, depth):
+        self.queues.append((kind, depth))
+
+    def on_model_load(self, kind, seconds):
+        self.loads.append((kind, seconds))
+
+
+class Broken(Recorder):
+    def on_batch(self, kind, size, tokens, seconds):
+        raise RuntimeError("a metrics bug")
+
+
+def test_the_observer_hears_loads_batches_and_queue_depths():
+    seen = Recorder()
+    with BackgroundServer(create_app(HashEmbedder(), observer=seen)) as server:
+        r = httpx.post(server.url + "/v1/embeddings", json={"input": [TEXT, TEXT + "y"]})
+        assert r.status_code == 200
+    assert [kind for kind, _ in seen.loads] == ["embedding"]
+    assert seen.batches[0][:3] == ("embedding", 2, 10 + 10) and seen.batches[0][3] >= 0
+    assert ("embedding", 1) in seen.queues and seen.queues[-1] == ("embedding", 0)
+    # A failing observer never breaks serving.
+    with BackgroundServer(create_app(HashEmbedder(), observer=Broken())) as server:
+        assert httpx.post(server.url + "/v1/embeddings", json={"input": "a"}).status_code == 200
+
+
+@pytest.mark.slow
+def test_the_fairness_benchmark_runs(tmp_path):
+    """Smoke run of benchmarks/server_fairness.py: small requests beat the huge one by far."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    pytest.importorskip("transformers")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "server_fairness.py"
+    spec = importlib.util.spec_from_file_location("server_fairness", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--quick", "--out-dir", str(tmp_path)])
+    assert json.loads((tmp_path / "server_fairness.json").read_text()) == result
+    assert (tmp_path / "server_fairness.md").read_text().startswith("# Server fairness")
+    assert result["small_requests_during_huge"] >= 1
+    assert result["small_latency_during_huge_ms"]["max"] < 1000 * result["huge"]["seconds"]
