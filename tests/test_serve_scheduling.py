@@ -207,3 +207,32 @@ def test_the_fairness_benchmark_runs(tmp_path):
     assert (tmp_path / "server_fairness.md").read_text().startswith("# Server fairness")
     assert result["small_requests_during_huge"] >= 1
     assert result["small_latency_during_huge_ms"]["max"] < 1000 * result["huge"]["seconds"]
+
+
+def test_small_jobs_are_counted_on_the_loop_and_big_ones_in_a_thread():
+    import asyncio
+
+    from ragkit.serve.batching import INLINE_COUNT_CHARS
+
+    threads: list[int] = []
+
+    def count(job):
+        threads.append(threading.get_ident())
+        return [1] * len(job.texts)
+
+    def run(key, texts):
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    worker = Worker("w", None, run=run, task="embedding", max_batch_tokens=64, max_queue=8, count=count)
+
+    async def main() -> int:
+        await worker.run(Job("document", ["a short text"]))
+        await worker.run(Job("document", ["x" * (INLINE_COUNT_CHARS + 1)]))
+        return threading.get_ident()
+
+    try:
+        loop_thread = asyncio.run(main())
+    finally:
+        worker.close()
+    # The small job's count ran on the event loop's thread (no thread hop); the big one beside it.
+    assert threads[0] == loop_thread and threads[1] != loop_thread
