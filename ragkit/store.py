@@ -42,7 +42,14 @@ import numpy as np
 
 from ragkit.backends import sqlite_schema
 from ragkit.backends.base import Upsert
-from ragkit.backends.rows import document_hash, embed_hash, embed_text, location_json, text_hash
+from ragkit.backends.rows import (
+    chunk_from_row,
+    document_hash,
+    embed_hash,
+    embed_text,
+    location_json,
+    text_hash,
+)
 from ragkit.backends.sqlite_files import connect_read_only, storage_error
 from ragkit.backends.sqlite_filter import sqlite_where
 from ragkit.errors import IntegrityError, InvalidInputError, ReadOnlyError
@@ -311,17 +318,8 @@ class SQLiteStore:
                 f"JOIN documents d ON d.id = c.doc_id WHERE c.vid IN ({marks})",
                 part,
             )
-            for vid, doc_id, n, text, start, end, md, location, header in rows:
-                out[vid] = Chunk(
-                    id=f"{doc_id}#{n}",
-                    doc_id=doc_id,
-                    text=text,
-                    start=start,
-                    end=end,
-                    metadata=json.loads(md),
-                    location={} if location == "{}" else json.loads(location),
-                    header=header,
-                )
+            for vid, *row in rows:
+                out[vid] = chunk_from_row(*row)
         return out
 
     def chunk_vids(self, doc_id: str) -> list[tuple[int, int]]:

@@ -226,6 +226,7 @@ def test_every_public_module_has_an_explicit_sorted_all(module):
 @pytest.mark.parametrize(
     "module",
     [
+        "ragkit._folder_report",
         "ragkit._secrets",
         "ragkit.backends.base",
         "ragkit.backends.local",
@@ -240,6 +241,7 @@ def test_every_public_module_has_an_explicit_sorted_all(module):
         "ragkit.display",
         "ragkit.diversity",
         "ragkit.errors",
+        "ragkit.embedders._pooling",
         "ragkit.embedders.st_layout",
         "ragkit.filter_tree",
         "ragkit.filters",

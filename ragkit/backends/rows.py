@@ -26,7 +26,7 @@ from ragkit.errors import InvalidInputError
 from ragkit.filters import check_metadata
 from ragkit.types import Chunk, Document
 
-__all__ = ["document_hash", "embed_hash", "embed_text", "location_json", "text_hash"]
+__all__ = ["chunk_from_row", "document_hash", "embed_hash", "embed_text", "location_json", "text_hash"]
 
 
 def text_hash(text: str) -> str:
@@ -106,3 +106,25 @@ def location_json(chunk: Chunk) -> str:
         return check_metadata(chunk.location)
     except InvalidInputError as e:
         raise InvalidInputError(f"the location of chunk {chunk.id!r}: {e}") from e
+
+
+def chunk_from_row(
+    doc_id: str, n: int, text: str, start: int, end: int, metadata: str, location: str, header: str
+) -> Chunk:
+    """A :class:`~ragkit.types.Chunk` from a stored row: the document's metadata and the chunk's
+    location as their JSON texts, as both backends read them.
+
+    Example:
+        >>> chunk_from_row("a", 1, "Run make.", 9, 18, '{"lang": "en"}', '{"page": 2}', "").id
+        'a#1'
+    """
+    return Chunk(
+        id=f"{doc_id}#{n}",
+        doc_id=doc_id,
+        text=text,
+        start=start,
+        end=end,
+        metadata=json.loads(metadata),
+        location={} if location == "{}" else json.loads(location),
+        header=header,
+    )

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ragkit.embedders._framing import check_template, fill, frame_tokens, is_decoder, positive_int
+from ragkit.embedders._pooling import pool
 from ragkit.embedders.aliases import alias_of, resolve_model
 from ragkit.embedders.base import DEFAULT_QWEN3_TASK, canonical_model_name, check_texts, l2_normalize
 from ragkit.embedders.st_layout import read_layout
@@ -519,14 +520,7 @@ class TransformersEmbedder:
         with torch.inference_mode():
             # Pooling in float32 whatever the model's dtype (the L2 normalisation follows in numpy float32).
             hidden = self._net(**inputs).last_hidden_state
-            if self._pooling == "last":
-                vec = hidden[:, -1].float()
-            elif self._pooling == "cls":
-                vec = hidden[:, 0].float()
-            else:
-                m = inputs["attention_mask"].unsqueeze(-1).float()
-                vec = (hidden.float() * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
-            return vec.cpu().numpy()
+            return pool(hidden, inputs["attention_mask"], self._pooling).cpu().numpy()
 
 
 class Qwen3Embedder(TransformersEmbedder):

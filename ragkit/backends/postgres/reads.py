@@ -21,6 +21,7 @@ import numpy as np
 from ragkit.backends.postgres.checks import as_vids, check_k, check_str_list, check_text
 from ragkit.backends.postgres.connection import Database
 from ragkit.backends.postgres.schema import Schema
+from ragkit.backends.rows import chunk_from_row
 from ragkit.types import Chunk, Document
 
 __all__ = ["ReadsMixin"]
@@ -138,19 +139,7 @@ class ReadsMixin:
                 ),
                 [ids],
             ).fetchall()
-        return {
-            vid: Chunk(
-                id=f"{doc_id}#{n}",
-                doc_id=doc_id,
-                text=text,
-                start=start,
-                end=end,
-                metadata=json.loads(md),
-                location={} if location == "{}" else json.loads(location),
-                header=header,
-            )
-            for vid, doc_id, n, text, start, end, md, location, header in rows
-        }
+        return {vid: chunk_from_row(*row) for vid, *row in rows}
 
     def get_vectors(self, vids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored float32 vectors by vector id; ids that no longer exist are absent.
