@@ -20,6 +20,7 @@ from conftest import HashEmbedder  # noqa: E402
 
 from ragkit.serve import BackgroundServer, create_app  # noqa: E402
 from ragkit.serve.batching import Job, Worker  # noqa: E402
+from ragkit.serve.errors import ApiError  # noqa: E402
 
 BATCH_S = 0.2
 TEXT = "x" * 36  # 36 // 4 + 1 = 10 tokens (the fake has no counting hook)
@@ -209,7 +210,7 @@ def test_the_fairness_benchmark_runs(tmp_path):
     assert result["small_latency_during_huge_ms"]["max"] < 1000 * result["huge"]["seconds"]
 
 
-def test_small_jobs_are_counted_on_the_loop_and_big_ones_in_a_thread():
+def test_small_jobs_are_counted_by_the_worker_and_big_ones_beside_the_loop():
     import asyncio
 
     from ragkit.serve.batching import INLINE_COUNT_CHARS
@@ -234,5 +235,58 @@ def test_small_jobs_are_counted_on_the_loop_and_big_ones_in_a_thread():
         loop_thread = asyncio.run(main())
     finally:
         worker.close()
-    # The small job's count ran on the event loop's thread (no thread hop); the big one beside it.
-    assert threads[0] == loop_thread and threads[1] != loop_thread
+    # The small job was counted by the worker thread (no hop, and not on the loop); the big one in a
+    # thread that is neither, so that the model never waits long on a tokenizer.
+    assert threads[0] == worker._thread.ident
+    assert threads[1] not in (loop_thread, worker._thread.ident)
+
+
+def test_a_small_job_over_the_cost_cap_is_refused_before_any_of_it_runs():
+    calls: list[list[str]] = []
+
+    def run(key, texts):
+        calls.append(list(texts))
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    worker = Worker(
+        "w", None, run=run, task="embedding", max_batch_tokens=64, max_queue=8, max_request_tokens=5
+    )
+    try:
+        refused = worker.submit(Job("document", ["a text of far more than twenty characters"]))
+        with pytest.raises(ApiError) as e:
+            refused.result(10)
+        assert e.value.status == 413 and "max_request_tokens" in str(e.value)
+        assert worker.submit(Job("document", ["short"])).result(10).shape == (1, 2)
+    finally:
+        worker.close()
+    assert calls == [["short"]]  # nothing of the refused job reached the model
+
+
+def test_a_flood_of_small_jobs_is_counted_a_budget_at_a_time():
+    counted: list[int] = []
+    gate = threading.Event()
+
+    def count(job):
+        counted.append(len(job.texts))
+        return [1] * len(job.texts)
+
+    def run(key, texts):
+        gate.wait(10)
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    # A budget of 4 tokens: at most 16 characters counted per model call, and at least one job.
+    worker = Worker("w", None, run=run, task="embedding", max_batch_tokens=4, max_queue=64, count=count)
+    try:
+        futures = [worker.submit(Job("document", ["x" * 10])) for _ in range(20)]
+        deadline = time.monotonic() + 10
+        while not counted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert 1 <= len(counted) <= 2  # not all twenty before the first model call
+        gate.set()
+        for future in futures:
+            assert future.result(10).shape == (1, 2)
+    finally:
+        gate.set()
+        worker.close()
+    assert len(counted) == 20  # each job counted once

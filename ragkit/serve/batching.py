@@ -1,8 +1,8 @@
 """Dynamic batching with fair scheduling: one worker thread per model, requests split into sub-batches.
 
 Each model has one :class:`Worker` thread, so torch runs one batch at a time. A request is a
-:class:`Job` (its texts, already counted in tokens by the caller's thread). Jobs wait in a bounded
-queue. For every model call the worker fills a batch of at most ``max_batch_tokens`` tokens, taking
+:class:`Job`: its texts, counted in tokens by the worker thread when it first takes them (a big job
+is counted before it is queued, see :data:`INLINE_COUNT_CHARS`). Jobs wait in a bounded queue. For every model call the worker fills a batch of at most ``max_batch_tokens`` tokens, taking
 texts from the jobs that have been served the fewest tokens so far (oldest first among equals), so a
 job is served in sub-batches and a huge job cannot hold back a small one: a small job that arrives
 while a huge one runs goes into the next batch. With batching on, a batch that is not full waits up
@@ -30,7 +30,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,8 +54,15 @@ __all__ = [
 logger = logging.getLogger("ragkit")
 
 INLINE_COUNT_CHARS = 16384
-"""Jobs of at most this many characters have their tokens counted on the event loop (well under a
-millisecond with a fast tokenizer); bigger ones are counted in a thread, so the loop never stalls."""
+"""Jobs of at most this many characters are counted by the model's worker thread when it first takes
+them (a few milliseconds at most with a fast tokenizer); bigger ones are counted before they are
+queued, in a thread beside the event loop, so that neither the loop nor the model waits long on a
+tokenizer."""
+
+_COUNT_CHARS_PER_TOKEN = 4
+"""Per model call, the worker counts queued jobs of up to this many characters per token of its budget
+(and at least one job), so a flood of small jobs delays a model call by a few milliseconds at most;
+the rest are counted for the next calls."""
 
 DEVICE_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536}
 """Tokens gathered into one model call when ``max_batch_tokens`` is not given: a GPU wants big batches, a
@@ -112,7 +119,7 @@ class Job:
         texts: the inputs (rerank: the documents).
         instruction: query jobs: the task; ``None`` means the model's default.
         query: rerank jobs: the query.
-        tokens: tokens per text (counted by the caller, see ``Runner.count``).
+        tokens: tokens per text (see :meth:`Worker.prepare`); empty until counted.
         future: resolves to the rows of all texts, in order; cancel it to drop the job.
     """
 
@@ -139,6 +146,15 @@ class Job:
     @property
     def total_tokens(self) -> int:
         return sum(self.tokens)
+
+    @property
+    def counted(self) -> bool:
+        """Whether :attr:`tokens` holds a count per text."""
+        return len(self.tokens) == len(self.texts)
+
+
+def _chars(job: Job) -> int:
+    return sum(len(t) for t in job.texts) + (len(job.query) * len(job.texts) if job.query else 0)
 
 
 def estimate_tokens(job: Job) -> list[int]:
@@ -239,8 +255,19 @@ class Worker:
         return job
 
     def submit(self, job: Job) -> Future:
-        """Queue ``job`` (counted first if it is not); its future resolves to the rows of its texts."""
-        self.prepare(job)
+        """Queue ``job``; its future resolves to the rows of its texts (or raises a 413 over the cap).
+
+        A job of at most :data:`INLINE_COUNT_CHARS` characters is queued uncounted: the worker thread
+        counts it when it first takes it into a batch. A bigger one is counted here, in the caller's
+        thread, before it is queued (:meth:`run` does that in a thread beside the event loop), so that
+        the worker never spends long on a tokenizer.
+
+        Raises:
+            ApiError: 413, a big job over ``max_request_tokens`` (a small one gets it on its future).
+            Overloaded: the queue is full, or the worker is shutting down.
+        """
+        if not job.counted and _chars(job) > INLINE_COUNT_CHARS:
+            self.prepare(job)
         if not job.texts:
             job.future.set_result(np.zeros((0,), dtype=np.float32))
             return job.future
@@ -255,31 +282,44 @@ class Worker:
         self._observe_queue(depth)
         return job.future
 
-    async def run(self, job: Job, *, gone: Callable[[], Any] | None = None, poll: float = 0.1) -> Any:
-        """Submit ``job`` and await its rows; ``await gone()`` true (the client left) cancels it.
+    async def run(self, job: Job, *, gone: Callable[[], Awaitable[Any]] | None = None) -> Any:
+        """Submit ``job`` and await its rows; the job is cancelled once ``await gone()`` returns.
 
-        The job is also cancelled when the awaiting task is cancelled. Tokens are counted before the
-        job is queued, not in the worker, so the model never waits on a tokenizer: on the event loop
-        for jobs of at most ``INLINE_COUNT_CHARS`` characters, in a thread beside it for bigger ones.
+        ``gone`` is a coroutine function that returns when the client has left (for an HTTP request,
+        :func:`ragkit.serve.service.client_left`); it runs beside the job and is cancelled when the job
+        is done, so a hang-up is noticed at once and costs nothing while the client stays. The job is
+        also cancelled when the awaiting task is cancelled.
+
+        Tokens are never counted on the event loop: a small job is counted by the worker thread (no
+        thread hop on the way), a big one in a thread beside the loop before it is queued. Counting a
+        small job on the loop made the loop about twice as busy per request as everything else it
+        does (``benchmarks/server_load.py``).
+
+        Raises:
+            ClientGone: ``gone()`` returned before the job was done.
+            ApiError: 413, the job is over ``max_request_tokens``.
         """
-        if len(job.tokens) != len(job.texts):
-            # A few short texts tokenize in microseconds: a thread hop would cost more than the count
-            # (measured: it made the server's loop about half again as busy per small request).
-            if sum(len(t) for t in job.texts) <= INLINE_COUNT_CHARS:
-                self.prepare(job)
-            else:
-                await asyncio.to_thread(self.prepare, job)
+        if not job.counted and _chars(job) > INLINE_COUNT_CHARS:
+            await asyncio.to_thread(self.prepare, job)
         future = asyncio.wrap_future(self.submit(job))
         if gone is None:
+            return await future  # cancelling the awaiting task cancels the job (wrap_future chains it)
+        watch = asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait((future, watch), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the awaiting task was cancelled
+            future.cancel()
+            raise
+        finally:
+            watch.cancel()
+        if future.done():
+            return future.result()
+        if watch.exception() is not None:  # the watch itself failed: the client may well be there
+            logger.debug("ragkit serve: watching for a hang-up failed", exc_info=watch.exception())
             return await future
-        while True:
-            done, _ = await asyncio.wait({future}, timeout=poll)
-            if done:
-                return future.result()
-            if await gone():
-                job.future.cancel()
-                future.cancel()
-                raise ClientGone()
+        job.future.cancel()
+        future.cancel()
+        raise ClientGone()
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking jobs, finish the queued ones, and end the thread."""
@@ -332,26 +372,48 @@ class Worker:
                     self._finish(job)
 
     def _next_batch(self) -> list[_Piece] | None:
-        """The pieces of the next model call (``[]``: only cancelled jobs were found; ``None``: closed)."""
+        """The pieces of the next model call (``[]``: only cancelled or refused jobs were found; ``None``:
+        closed). Jobs queued uncounted are counted here, outside the lock."""
         with self._cv:
             while not self._queue:
                 if self._closing:
                     return None
                 self._cv.wait()
+        self._count_waiting()
+        with self._cv:
             pieces, used = self._fill([], 0)
         if self._batching and used < self._budget:
             deadline = time.monotonic() + self._wait
-            with self._cv:
-                while used < self._budget and not self._closing:
+            while used < self._budget:
+                with self._cv:
                     left = deadline - time.monotonic()
-                    if left <= 0:
+                    if self._closing or left <= 0:
                         break
                     before = len(self._queue)
                     self._cv.wait(left)
-                    if len(self._queue) > before:
+                    grew = len(self._queue) > before
+                if grew:
+                    self._count_waiting()
+                    with self._cv:
                         pieces, used = self._fill(pieces, used)
         self._observe_queue(len(self._queue))
         return pieces
+
+    def _count_waiting(self) -> None:
+        """Count the queued jobs that are not (outside the lock: submitters never wait on a tokenizer),
+        in arrival order, up to ``_COUNT_CHARS_PER_TOKEN`` characters per budget token; a job over the
+        cost cap gets its 413 and leaves the queue before any of it runs."""
+        with self._cv:
+            todo = [j for j in self._queue if not j.counted and not j.future.cancelled()]
+        allowance = self._budget * _COUNT_CHARS_PER_TOKEN
+        for job in todo:
+            try:
+                self.prepare(job)
+            except Exception as e:  # the cost cap
+                self._fail(job, e)
+            allowance -= _chars(job)
+            if allowance <= 0:
+                break
 
     def _fill(self, pieces: list[_Piece], used: int) -> tuple[list[_Piece], int]:
         """Add texts to ``pieces`` under the budget, least-served jobs first (holds the lock).
@@ -365,7 +427,10 @@ class Worker:
             logger.debug("ragkit serve: %s: dropped a cancelled request", self.name)
         mine = {id(p.job): p for p in pieces}
         # Least served first; sorted() is stable, so among equals the oldest job comes first.
-        candidates = sorted((j for j in self._queue if id(j) not in mine), key=lambda j: j.served)
+        # Jobs not counted yet (queued after the count) wait for the next call.
+        candidates = sorted(
+            (j for j in self._queue if id(j) not in mine and j.counted), key=lambda j: j.served
+        )
         if not self._batching:
             candidates = candidates[:1] if not pieces else []
         if not candidates:

@@ -161,18 +161,35 @@ class Metrics:
         self.closed = prom.Counter(
             "ragkit_connections_closed_total", "Connections closed by the transport guard", ["reason"], **reg
         )
+        # Labelled children by label values: labels() validates and locks on every call, which was a
+        # good part of the metrics' cost per request. Every label is bounded, so are these.
+        self._http: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+        self._kinds: dict[str, tuple[Any, Any, Any, Any]] = {}
 
     # -- the observer hook of the model workers
 
+    def _of_kind(self, kind: str) -> tuple[Any, Any, Any, Any]:
+        children = self._kinds.get(kind)
+        if children is None:
+            children = (
+                self.batch_size.labels(kind),
+                self.batch_seconds.labels(kind),
+                self.tokens.labels(kind),
+                self.queue.labels(kind),
+            )
+            self._kinds[kind] = children
+        return children
+
     def on_batch(self, kind: str, size: int, tokens: int, seconds: float) -> None:
         """One model call of ``size`` inputs and ``tokens`` tokens took ``seconds``."""
-        self.batch_size.labels(kind).observe(size)
-        self.batch_seconds.labels(kind).observe(seconds)
-        self.tokens.labels(kind).inc(max(0, tokens))
+        sizes, durations, counted, _ = self._of_kind(kind)
+        sizes.observe(size)
+        durations.observe(seconds)
+        counted.inc(max(0, tokens))
 
     def on_queue(self, kind: str, depth: int) -> None:
         """``depth`` requests now wait for the ``kind`` model."""
-        self.queue.labels(kind).set(depth)
+        self._of_kind(kind)[3].set(depth)
 
     def on_model_load(self, kind: str, seconds: float) -> None:
         """Loading the ``kind`` model took ``seconds``."""
@@ -200,10 +217,21 @@ class Metrics:
         status = str(status)
         if not (len(status) == 3 and status.isdigit() and "100" <= status <= "599"):
             status = "other"
-        self.requests.labels(route, method, status).inc()
-        if status == _CLIENT_GONE or status[:1] in ("4", "5"):
-            self.errors.labels(route, method, status).inc()
-        self.latency.labels(route, method).observe(seconds)
+        key = (route, method, status)
+        children = self._http.get(key)
+        if children is None:
+            error = status == _CLIENT_GONE or status[:1] in ("4", "5")
+            children = (
+                self.requests.labels(*key),
+                self.errors.labels(*key) if error else None,
+                self.latency.labels(route, method),
+            )
+            self._http[key] = children
+        answered, failed, latency = children
+        answered.inc()
+        if failed is not None:
+            failed.inc()
+        latency.observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The metrics in the Prometheus text format, and its content type.

@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -40,8 +40,9 @@ __all__ = [
     "rerank_worker",
 ]
 
-CLIENT_GONE: ContextVar[Callable[[], Any] | None] = ContextVar("ragkit_client_gone", default=None)
-"""The current request's ``is_disconnected`` (an async callable) for the pipeline's model calls."""
+CLIENT_GONE: ContextVar[Callable[[], Awaitable[Any]] | None] = ContextVar("ragkit_client_gone", default=None)
+"""For the pipeline's model calls: a coroutine function that returns once the current request's client
+has left (see :meth:`ragkit.serve.batching.Worker.run`)."""
 
 _SLOT = re.compile(r"\{(text|instruction)\}")
 

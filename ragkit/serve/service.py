@@ -60,6 +60,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "Service",
     "check_json",
+    "client_left",
     "default_name",
     "lingering",
     "parse_json",
@@ -78,6 +79,9 @@ _THREAD_BYTES = 256 * 1024  # bodies over this are parsed and checked in a threa
 _INT_DIGITS = 19  # digits of the largest 64-bit integer
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string literal
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how a JSON text spells a (lone) surrogate
+_PLAIN_JSON = frozenset(
+    ("application/json", "application/json; charset=utf-8", "application/json;charset=utf-8")
+)
 
 
 class Service:
@@ -255,7 +259,7 @@ class Service:
     async def read_json(self, request: Any) -> Any:
         """The JSON body, under ``max_body_bytes`` (declared and actual size) and the module's JSON rules."""
         content_type = request.headers.get("content-type")
-        if content_type:
+        if content_type and content_type.lower() not in _PLAIN_JSON:  # what clients send: no parse
             message = email.message.Message()
             message["content-type"] = content_type
             subtype = message.get_content_subtype()
@@ -341,13 +345,12 @@ def parse_json(raw: bytes) -> Any:
             f"the request body is not valid UTF-8 (JSON is UTF-8, RFC 8259): invalid byte at {e.start}",
             code="invalid_json",
         ) from None
-    if _nesting(text) > MAX_JSON_DEPTH:
+    # No deeper than there are opening brackets: the exact scan runs only for a body with many.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _nesting(text) > MAX_JSON_DEPTH:
         raise _too_deep()
     try:
         with _gc_paused(len(raw) > _THREAD_BYTES):
-            body = json.loads(
-                text, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
-            )
+            body = _DECODER.decode(text)
     except (ValueError, RecursionError) as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
     if _SURROGATE_ESCAPE.search(text):  # decoded UTF-8 has no surrogates: only an escape makes one
@@ -456,6 +459,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float)
+
+
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
 
@@ -513,6 +519,20 @@ async def _receive_chunk(request: Any) -> tuple[bytes, bool]:
     if not more:
         request.state.ragkit_body_done = True
     return message.get("body", b""), more
+
+
+async def client_left(request: Any) -> None:
+    """Return once the client of ``request`` has disconnected (its body must have been read).
+
+    After the body, the ASGI ``receive`` has nothing but ``http.disconnect`` to give: the server
+    sends it when the connection is lost (or when the answer is complete), so awaiting it watches for
+    a hang-up without polling. Run it beside the work and cancel it when the work is done (see
+    :meth:`ragkit.serve.batching.Worker.run`).
+    """
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def lingering(response: Any, request: Any) -> Any:
