@@ -290,3 +290,106 @@ def test_a_flood_of_small_jobs_is_counted_a_budget_at_a_time():
         gate.set()
         worker.close()
     assert len(counted) == 20  # each job counted once
+
+
+def test_a_job_is_answered_when_its_own_model_call_is_done_not_the_whole_batch():
+    started = threading.Event()
+    release = {"document": threading.Event(), "query": threading.Event()}
+    calls: list[tuple[str, list[str]]] = []
+
+    def run(key, texts):
+        calls.append((key[0], list(texts)))
+        started.set()
+        if texts != ["blocker"]:
+            release[key[0]].wait(10)
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    worker = Worker("w", None, run=run, task="embedding", max_batch_tokens=64, max_queue=8, batch_wait=0.2)
+    release["document"].set()
+    try:
+        gate = threading.Event()
+        blocker = Job("document", ["blocker"], tokens=[1])
+        worker._count = lambda job: (gate.wait(10), [1] * len(job.texts))[1]
+        first = worker.submit(blocker)
+        document = worker.submit(Job("document", ["d"], tokens=[1]))
+        query = worker.submit(Job("query", ["q"], tokens=[1]))
+        gate.set()
+        assert first.result(10).shape == (1, 2)
+        # One batch holds both jobs, run as two model calls (one per kind); the document's answer comes
+        # while the query's call still runs.
+        assert document.result(10).shape == (1, 2)
+        assert not query.done()
+        release["query"].set()
+        assert query.result(10).shape == (1, 2)
+    finally:
+        for event in release.values():
+            event.set()
+        worker.close()
+    assert calls == [("document", ["blocker", "d"]), ("query", ["q"])]
+
+
+def test_jobs_that_arrive_while_a_batch_is_gathered_join_it_past_batch_wait():
+    calls: list[list[str]] = []
+    more = [f"t{i}" for i in range(1, 6)]
+    holder: list[Worker] = []
+
+    def count(job):
+        time.sleep(0.005)  # longer than batch_wait: each look at the queue is past the deadline
+        if more:  # a new request arrives while the worker counts this one
+            holder[0].submit(Job("document", [more.pop(0)]))
+        return [1] * len(job.texts)
+
+    def run(key, texts):
+        calls.append(list(texts))
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    # Without taking what arrives while it gathers, each job would run alone.
+    worker = Worker(
+        "w", None, run=run, task="embedding", max_batch_tokens=64, max_queue=16, count=count, batch_wait=0.004
+    )
+    holder.append(worker)
+    try:
+        assert worker.submit(Job("document", ["t0"])).result(10).shape == (1, 2)
+        deadline = time.monotonic() + 10
+        while worker.requests < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        worker.close()
+    assert calls == [[f"t{i}" for i in range(6)]]
+
+
+def test_a_stream_of_arrivals_cannot_keep_a_batch_gathering():
+    calls: list[list[str]] = []
+    holder: list[Worker] = []
+    stop = threading.Event()
+
+    def count(job):
+        time.sleep(0.002)
+        if not stop.is_set():  # a new request arrives every time the worker counts one, for ever
+            holder[0].submit(Job("document", ["more"]))
+        return [1] * len(job.texts)
+
+    def run(key, texts):
+        calls.append(list(texts))
+        stop.set()
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    # 25 waits of 10 ms: the batch runs after about 0.25 s, far before its budget of a million tokens fills.
+    worker = Worker(
+        "w",
+        None,
+        run=run,
+        task="embedding",
+        max_batch_tokens=10**6,
+        max_queue=10**6,
+        count=count,
+        batch_wait=0.01,
+    )
+    holder.append(worker)
+    try:
+        first = worker.submit(Job("document", ["first"]))
+        assert first.result(10).shape == (1, 2)
+    finally:
+        stop.set()
+        worker.close()
+    assert 1 < len(calls[0]) < 10**6
