@@ -19,8 +19,8 @@ pytest.importorskip("uvicorn")
 from conftest import HashEmbedder  # noqa: E402
 
 from ragkit.serve import BackgroundServer, create_app  # noqa: E402
-from ragkit.serve.batching import Job, Worker  # noqa: E402
-from ragkit.serve.errors import ApiError  # noqa: E402
+from ragkit.serve.batching import HANGUP_SCOPE_KEY, Hangup, Job, Worker  # noqa: E402
+from ragkit.serve.errors import ApiError, ClientGone  # noqa: E402
 
 BATCH_S = 0.2
 TEXT = "x" * 36  # 36 // 4 + 1 = 10 tokens (the fake has no counting hook)
@@ -393,3 +393,95 @@ def test_a_stream_of_arrivals_cannot_keep_a_batch_gathering():
         stop.set()
         worker.close()
     assert 1 < len(calls[0]) < 10**6
+
+
+# ----------------------------------------------------------------------------------- hang-ups
+
+
+def test_a_hangup_fires_its_callbacks_once_and_refuses_new_ones_after():
+    hangup, heard = Hangup(), []
+
+    def broken():
+        raise RuntimeError("a watcher's bug")
+
+    kept, dropped = (lambda: heard.append("kept")), (lambda: heard.append("dropped"))
+    assert hangup.add(broken) and hangup.add(kept) and hangup.add(dropped)
+    hangup.discard(dropped)
+    hangup.discard(dropped)  # twice: no error
+    hangup.fire()
+    hangup.fire()
+    assert heard == ["kept"] and hangup.fired
+    assert not hangup.add(kept) and heard == ["kept"]
+
+
+def test_a_fired_hangup_cancels_the_job_and_its_remaining_sub_batches():
+    import asyncio
+
+    worker, calls, gate = recording_worker(batching=False)
+
+    async def scenario():
+        hangup = Hangup()
+        job = Job("document", [f"t{i}" for i in range(40)], tokens=[1] * 40)
+        task = asyncio.ensure_future(worker.run(job, gone=hangup))
+        while not calls:
+            await asyncio.sleep(0.01)
+        hangup.fire()
+        with pytest.raises(ClientGone):
+            await task
+        assert job.future.cancelled()
+        # A client that left before its request was even queued: refused at once, nothing runs.
+        gone = Hangup()
+        gone.fire()
+        late = Job("document", ["late"], tokens=[1])
+        with pytest.raises(ClientGone):
+            await worker.run(late, gone=gone)
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 20))
+        gate.set()
+        assert len(worker.submit(Job("document", ["next"], tokens=[1])).result(10)) == 1
+    finally:
+        gate.set()
+        worker.close()
+    assert sum(len(c) for c in calls if "next" not in c) <= 8  # at most two sub-batches of four
+    assert not any("late" in c for c in calls)
+
+
+def test_the_transport_fires_a_requests_hangup_when_its_client_leaves_before_the_answer():
+    import asyncio
+    import socket
+
+    seen: list[object] = []
+    fired = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        hangup = scope.get(HANGUP_SCOPE_KEY)
+        seen.append(hangup)
+        if scope["path"] == "/wait":
+            left = asyncio.get_running_loop().create_future()
+            hangup.add(lambda: left.set_result(None))
+            await asyncio.wait_for(left, 10)
+            fired.set()
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with BackgroundServer(app) as server:
+        for _ in range(2):  # two requests on one kept-alive connection: each has its own hangup
+            with httpx.Client(base_url=server.url, timeout=10) as http:
+                assert http.get("/answered").text == "ok"
+                assert http.get("/answered").text == "ok"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as leaving:
+            leaving.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+            deadline = time.monotonic() + 10
+            while len(seen) < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert fired.wait(10)  # the hang-up reached the request without it reading anything
+    assert len(seen) == 5 and all(isinstance(h, Hangup) for h in seen)
+    assert len({id(h) for h in seen}) == 5
+    assert not any(h.fired for h in seen[:4])  # answered requests: their clients did not leave early

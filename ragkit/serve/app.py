@@ -34,7 +34,7 @@ from ragkit.serve import schemas
 from ragkit.serve.batching import Job, Observer
 from ragkit.serve.errors import ApiError, error_response, validation_error
 from ragkit.serve.runners import CLIENT_GONE
-from ragkit.serve.service import Service, client_left, lingering
+from ragkit.serve.service import Service, hangup_of, lingering
 
 __all__ = ["DEFAULTS", "create_app", "service_of"]
 
@@ -386,7 +386,7 @@ def create_app(
                 param="dimensions",
             )
         job = Job(kind, body.texts, instruction=instruction)
-        vectors = np.asarray(await worker.run(job, gone=lambda: client_left(request)))
+        vectors = np.asarray(await worker.run(job, gone=hangup_of(request)))
         _finite(vectors, worker)
         if dimensions is not None and dimensions != vectors.shape[1]:
             vectors = truncate_dim(vectors, dimensions)
@@ -401,7 +401,7 @@ def create_app(
         worker = service.model("rerank", body.model)
         documents = body.texts
         job = Job("rerank", documents, query=body.query)
-        scores = np.asarray(await worker.run(job, gone=lambda: client_left(request)), dtype=np.float64)
+        scores = np.asarray(await worker.run(job, gone=hangup_of(request)), dtype=np.float64)
         _finite(scores, worker)
         order = np.argsort(-scores, kind="stable")[: body.top_n or len(documents)]
         results = [
@@ -425,7 +425,7 @@ def create_app(
             raise ApiError(
                 404, "no index is loaded: start the server with --index DIR", code="index_not_loaded"
             )
-        gone = CLIENT_GONE.set(lambda: client_left(request))  # the pipeline's model calls stop on a hang-up
+        gone = CLIENT_GONE.set(hangup_of(request))  # the pipeline's model calls stop on a hang-up
         try:
             results = await _search(body)
         finally:

@@ -51,6 +51,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ragkit._deps import require
+from ragkit.serve.batching import HANGUP_SCOPE_KEY, Hangup
 from ragkit.serve.transport import _CLOSED_SCOPE_KEY
 
 __all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsMiddleware", "multiprocess_mode"]
@@ -371,6 +372,7 @@ def _answered(scope: dict[str, Any], status: list[int], gone: bool) -> int | str
     """The status the client saw: 408 when the transport cut a slow body, 499 when the client left first."""
     if scope.get(_CLOSED_SCOPE_KEY) == "body_timeout":
         return 408
-    if gone or not status:
+    hangup = scope.get(HANGUP_SCOPE_KEY)
+    if gone or not status or (isinstance(hangup, Hangup) and hangup.fired):
         return _CLIENT_GONE
     return status[0]

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ragkit.serve.batching import Job, Worker
+from ragkit.serve.batching import Hangup, Job, Worker
 
 __all__ = [
     "BatchedEmbedder",
@@ -40,9 +40,12 @@ __all__ = [
     "rerank_worker",
 ]
 
-CLIENT_GONE: ContextVar[Callable[[], Awaitable[Any]] | None] = ContextVar("ragkit_client_gone", default=None)
-"""For the pipeline's model calls: a coroutine function that returns once the current request's client
-has left (see :meth:`ragkit.serve.batching.Worker.run`)."""
+CLIENT_GONE: ContextVar[Callable[[], Awaitable[Any]] | Hangup | None] = ContextVar(
+    "ragkit_client_gone", default=None
+)
+"""For the pipeline's model calls: how to tell that the current request's client has left, a
+:class:`~ragkit.serve.batching.Hangup` or a coroutine function that returns then (see
+:meth:`ragkit.serve.batching.Worker.run`)."""
 
 _SLOT = re.compile(r"\{(text|instruction)\}")
 

@@ -59,6 +59,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ragkit.errors import ConfigError
+from ragkit.serve.batching import HANGUP_SCOPE_KEY, Hangup
 
 try:
     import resource
@@ -327,9 +328,26 @@ def _protocol_class() -> type[asyncio.Protocol]:
             self._counted = True
             self._arm("header")
 
+        def handle_events(self) -> None:
+            super().handle_events()
+            cycle = self.cycle
+            if cycle is not None and HANGUP_SCOPE_KEY not in cycle.scope:
+                # Before the app's task starts: uvicorn only schedules it.
+                cycle.scope[HANGUP_SCOPE_KEY] = Hangup()  # type: ignore[literal-required]
+
+        def _hung_up(self) -> None:
+            """The client is gone: tell the request at work, if it has not started its answer (once it has,
+            its work is done: a lingering answer still drains the body, for instance)."""
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_started:
+                hangup = cycle.scope.get(HANGUP_SCOPE_KEY)
+                if isinstance(hangup, Hangup):
+                    hangup.fire()
+
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             self._writable()
+            self._hung_up()
             if self._counted:
                 self._guard._lost(self)
             super().connection_lost(exc)
@@ -469,6 +487,7 @@ def _protocol_class() -> type[asyncio.Protocol]:
                 cycle.scope[_CLOSED_SCOPE_KEY] = reason  # type: ignore[literal-required]
                 cycle.disconnected = True
                 cycle.message_event.set()
+                self._hung_up()
             self._guard._closed(reason)
             if self._write_since is not None:
                 self._writable()
