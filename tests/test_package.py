@@ -75,6 +75,7 @@ def test_all_is_pinned_sorted_and_resolvable():
             "ragkit.serve",
             ["BackgroundServer", "MIN_DIMENSIONS", "NullObserver", "Observer", "create_app", "serve_main"],
         ),
+        ("ragkit.serve.hangups", ["HANGUP_SCOPE_KEY", "Hangup", "client_left", "hangup_of", "watch"]),
         (
             "ragkit.serve.keys",
             ["ENV_VAR", "KeyRedactor", "bearer_matches", "collect_api_keys", "read_key_file"],

@@ -19,8 +19,9 @@ pytest.importorskip("uvicorn")
 from conftest import HashEmbedder  # noqa: E402
 
 from ragkit.serve import BackgroundServer, create_app  # noqa: E402
-from ragkit.serve.batching import HANGUP_SCOPE_KEY, Hangup, Job, Worker  # noqa: E402
+from ragkit.serve.batching import Job, Worker  # noqa: E402
 from ragkit.serve.errors import ApiError, ClientGone  # noqa: E402
+from ragkit.serve.hangups import HANGUP_SCOPE_KEY, Hangup  # noqa: E402
 
 BATCH_S = 0.2
 TEXT = "x" * 36  # 36 // 4 + 1 = 10 tokens (the fake has no counting hook)

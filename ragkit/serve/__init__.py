@@ -24,7 +24,8 @@ models), :mod:`~ragkit.serve.errors` (the one error mapper), :mod:`~ragkit.serve
 the request gate), :mod:`~ragkit.serve.batching` (jobs, workers, fair scheduling, the metrics
 observer), :mod:`~ragkit.serve.runners` (how a model is counted and called),
 :mod:`~ragkit.serve.background` and :mod:`~ragkit.serve.cli`; for production,
-:mod:`~ragkit.serve.transport` (time-outs and the connection cap), :mod:`~ragkit.serve.metrics`
+:mod:`~ragkit.serve.transport` (time-outs and the connection cap), :mod:`~ragkit.serve.hangups`
+(telling a request that its client left), :mod:`~ragkit.serve.metrics`
 (``/metrics``), :mod:`~ragkit.serve.keys` (API keys) and :mod:`~ragkit.serve.workers` (``--workers N``).
 
 fastapi and uvicorn are imported when a server is built (``pip install 'ragkit[server]'``).

@@ -33,8 +33,9 @@ from ragkit.errors import ConfigError
 from ragkit.serve import schemas
 from ragkit.serve.batching import Job, Observer
 from ragkit.serve.errors import ApiError, error_response, validation_error
+from ragkit.serve.hangups import hangup_of
 from ragkit.serve.runners import CLIENT_GONE
-from ragkit.serve.service import Service, hangup_of, lingering
+from ragkit.serve.service import Service, lingering
 
 __all__ = ["DEFAULTS", "create_app", "service_of"]
 

@@ -42,11 +42,10 @@ import numpy as np
 
 from ragkit.errors import RagkitError
 from ragkit.serve.errors import ApiError, ClientGone, Overloaded
+from ragkit.serve.hangups import Hangup, watch
 
 __all__ = [
     "DEVICE_BATCH_TOKENS",
-    "HANGUP_SCOPE_KEY",
-    "Hangup",
     "INLINE_COUNT_CHARS",
     "Job",
     "NullObserver",
@@ -76,61 +75,6 @@ the default 2 ms), so a stream of requests (or of clients that hang up at once) 
 DEVICE_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536}
 """Tokens gathered into one model call when ``max_batch_tokens`` is not given: a GPU wants big batches, a
 CPU gains little above a few thousand tokens (the local embedders' own defaults agree)."""
-
-
-HANGUP_SCOPE_KEY = "ragkit.hangup"
-"""The key of a request's :class:`Hangup` in its ASGI scope, where the server's transport provides one."""
-
-
-class Hangup:
-    """One request's hang-up signal, fired by the transport when its client leaves before the answer.
-
-    ``ragkit serve``'s transport puts one in every request's scope (:data:`HANGUP_SCOPE_KEY`) and fires
-    it from the event loop when the connection is lost (or cut by a deadline) before the answer has
-    started. Watching a request through it costs a list append, where awaiting the ASGI
-    ``http.disconnect`` needs a task of its own per request (a few percent of the requests per second
-    on a small model, ``benchmarks/server_load.py``).
-
-    Example:
-        >>> hangup = Hangup()
-        >>> hangup.add(lambda: logging.info("gone"))
-        True
-        >>> hangup.fire()
-        >>> hangup.fired, hangup.add(lambda: None)
-        (True, False)
-    """
-
-    __slots__ = ("_callbacks", "fired")
-
-    def __init__(self) -> None:
-        self._callbacks: list[Callable[[], Any]] = []
-        self.fired = False
-
-    def add(self, callback: Callable[[], Any]) -> bool:
-        """Call ``callback()`` when the client leaves; ``False`` (and no call) if it has already left."""
-        if self.fired:
-            return False
-        self._callbacks.append(callback)
-        return True
-
-    def discard(self, callback: Callable[[], Any]) -> None:
-        """Forget ``callback`` (the work is done)."""
-        try:
-            self._callbacks.remove(callback)
-        except ValueError:
-            pass
-
-    def fire(self) -> None:
-        """The client left: run the callbacks, once."""
-        if self.fired:
-            return
-        self.fired = True
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:  # one watcher's bug must not stop the others
-                logger.debug("ragkit serve: a hang-up callback failed", exc_info=True)
 
 
 class Observer(Protocol):
@@ -215,20 +159,6 @@ class Job:
     def counted(self) -> bool:
         """Whether :attr:`tokens` holds a count per text."""
         return len(self.tokens) == len(self.texts)
-
-
-async def _watch(gone: Callable[[], Awaitable[Any]], future: asyncio.Future, left: list[bool]) -> None:
-    """Cancel ``future`` once ``await gone()`` returns (the client left), noting it in ``left``.
-
-    Awaiting the job's own future and cancelling it from here takes fewer turns of the event loop than
-    ``asyncio.wait`` on both would, for every request."""
-    try:
-        await gone()
-    except Exception:  # the watch itself failed: the client may well still be there
-        logger.debug("ragkit serve: watching for a hang-up failed", exc_info=True)
-        return
-    left.append(True)
-    future.cancel()
 
 
 def _chars(job: Job) -> int:
@@ -367,7 +297,7 @@ class Worker:
 
         ``gone`` tells when the client has left: a :class:`Hangup` (fired by the transport: nothing runs
         while the client stays), or a coroutine function that returns when the client has left (for an
-        HTTP request behind another server, :func:`ragkit.serve.service.client_left`), run beside the job
+        HTTP request behind another server, :func:`ragkit.serve.hangups.client_left`), run beside the job
         and cancelled when the job is done. The job is also cancelled when the awaiting task is.
 
         Tokens are never counted on the event loop: a small job is counted by the worker thread (no
@@ -385,24 +315,7 @@ class Worker:
         if gone is None:
             return await future  # cancelling the awaiting task cancels the job (wrap_future chains it)
         left: list[bool] = []
-        if isinstance(gone, Hangup):
-
-            def hung_up() -> None:
-                left.append(True)
-                future.cancel()
-
-            if not gone.add(hung_up):
-                hung_up()
-            try:
-                return await future
-            except asyncio.CancelledError:
-                if left:
-                    job.future.cancel()
-                    raise ClientGone() from None
-                raise
-            finally:
-                gone.discard(hung_up)
-        watch = asyncio.get_running_loop().create_task(_watch(gone, future, left))
+        stop = watch(gone, future, left)
         try:
             return await future  # the watch cancels it when the client leaves
         except asyncio.CancelledError:
@@ -411,7 +324,7 @@ class Worker:
                 raise ClientGone() from None
             raise
         finally:
-            watch.cancel()
+            stop()
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking jobs, finish the queued ones, and end the thread."""

@@ -51,7 +51,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ragkit._deps import require
-from ragkit.serve.batching import HANGUP_SCOPE_KEY, Hangup
+from ragkit.serve.hangups import HANGUP_SCOPE_KEY, Hangup
 from ragkit.serve.transport import _CLOSED_SCOPE_KEY
 
 __all__ = ["LATENCY_BUCKETS", "Metrics", "MetricsMiddleware", "multiprocess_mode"]

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ragkit.serve.batching import Hangup, Job, Worker
+from ragkit.serve.batching import Job, Worker
+from ragkit.serve.hangups import Hangup
 
 __all__ = [
     "BatchedEmbedder",
@@ -44,7 +45,7 @@ CLIENT_GONE: ContextVar[Callable[[], Awaitable[Any]] | Hangup | None] = ContextV
     "ragkit_client_gone", default=None
 )
 """For the pipeline's model calls: how to tell that the current request's client has left, a
-:class:`~ragkit.serve.batching.Hangup` or a coroutine function that returns then (see
+:class:`~ragkit.serve.hangups.Hangup` or a coroutine function that returns then (see
 :meth:`ragkit.serve.batching.Worker.run`)."""
 
 _SLOT = re.compile(r"\{(text|instruction)\}")

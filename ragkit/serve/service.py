@@ -36,7 +36,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from ragkit.embedders.aliases import alias_of
 from ragkit.embedders.base import canonical_model_name
 from ragkit.errors import ConfigError
 from ragkit.models import KEYWORDS, load_embedder, load_reranker
-from ragkit.serve.batching import HANGUP_SCOPE_KEY, Hangup, NullObserver, Observer, Worker, device_budget
+from ragkit.serve.batching import NullObserver, Observer, Worker, device_budget
 from ragkit.serve.errors import (
     LOADING_RETRY_AFTER_S,
     ApiError,
@@ -60,9 +60,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "Service",
     "check_json",
-    "client_left",
     "default_name",
-    "hangup_of",
     "lingering",
     "parse_json",
     "same_model",
@@ -520,31 +518,6 @@ async def _receive_chunk(request: Any) -> tuple[bytes, bool]:
     if not more:
         request.state.ragkit_body_done = True
     return message.get("body", b""), more
-
-
-def hangup_of(request: Any) -> Hangup | Callable[[], Awaitable[None]]:
-    """How to tell that the client of ``request`` left, for :meth:`ragkit.serve.batching.Worker.run`: the
-    :class:`~ragkit.serve.batching.Hangup` that ``ragkit serve``'s transport put in the request's scope,
-    else (another ASGI server) a coroutine function awaiting ``http.disconnect`` (:func:`client_left`).
-    """
-    hangup = request.scope.get(HANGUP_SCOPE_KEY)
-    if isinstance(hangup, Hangup):
-        return hangup
-    return lambda: client_left(request)
-
-
-async def client_left(request: Any) -> None:
-    """Return once the client of ``request`` has disconnected (its body must have been read).
-
-    After the body, the ASGI ``receive`` has nothing but ``http.disconnect`` to give: the server
-    sends it when the connection is lost (or when the answer is complete), so awaiting it watches for
-    a hang-up without polling. Run it beside the work and cancel it when the work is done (see
-    :meth:`ragkit.serve.batching.Worker.run`).
-    """
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 def lingering(response: Any, request: Any) -> Any:

@@ -59,7 +59,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ragkit.errors import ConfigError
-from ragkit.serve.batching import HANGUP_SCOPE_KEY, Hangup
+from ragkit.serve.hangups import HANGUP_SCOPE_KEY, Hangup
 
 try:
     import resource
