@@ -229,3 +229,21 @@ HTML_PAGE = """<!DOCTYPE html>
 </body>
 </html>
 """
+
+
+def check_sections(doc):
+    """The invariants every loader promises: in bounds, in order, non-overlapping."""
+    previous_end = 0
+    for s in doc.sections:
+        assert 0 <= previous_end <= s.start <= s.end <= len(doc.text), (s, len(doc.text))
+        previous_end = s.end
+    return doc
+
+
+def load_one(path, **kwargs):
+    """The one document ``load_file`` gives for ``path``, its sections checked."""
+    from ragkit.loaders import load_file
+
+    docs = load_file(path, **kwargs)
+    assert len(docs) == 1
+    return check_sections(docs[0])
