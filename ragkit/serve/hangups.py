@@ -4,15 +4,8 @@
 request's ASGI scope and fires it when the connection is lost (or cut by a deadline) before the answer
 has started. Behind another ASGI server the request awaits the ASGI ``http.disconnect`` instead
 (:func:`client_left`), in a task beside the work. :func:`hangup_of` picks the one a request has;
-:func:`watch` runs it for one awaited job (:meth:`ragkit.serve.batching.Worker.run`).
-
-Example:
-    >>> hangup = Hangup()
-    >>> hangup.add(lambda: logging.info("the client left"))
-    True
-    >>> hangup.fire()
-    >>> hangup.fired, hangup.add(lambda: None)
-    (True, False)
+:func:`watch` runs it for one awaited job (:meth:`ragkit.serve.batching.Worker.run`); see
+:class:`Hangup` for an example.
 """
 
 from __future__ import annotations
